@@ -1,0 +1,12 @@
+"""Export stage (needs the `train` extra): a checkpoint to the single-step ONNX graph, validated.
+
+    from charlstm.export import export
+    result = export("model.pt")          # writes model.onnx; result.report has the parity table
+"""
+
+from charlstm.runtime.common import lazy_exports
+
+_API = {"export": "exporter", "ExportResult": "exporter", "ValidationFailed": "exporter",
+        "validate": "validate", "Report": "validate", "export_step_graph": "onnx_graph"}
+__all__ = sorted(_API)
+__getattr__ = lazy_exports(__name__, _API)

@@ -1,0 +1,47 @@
+"""`charlstm-export`: a thin click layer over charlstm.export.export."""
+
+from pathlib import Path
+
+import click
+
+from charlstm.runtime import clikit
+
+PROG = "charlstm-export"
+EXAMPLES = """\b
+Examples:
+  charlstm-export model.pt                 # writes model.onnx beside it
+  charlstm-export model.pt -o app/assets/moliere.onnx --atol 1e-5
+"""
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Largest |torch - onnxruntime| difference accepted by the validation.")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Autoregressive steps per validation scenario.")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Run the file in onnxruntime beside torch before keeping it.")
+def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool):
+    """Export a charlstm checkpoint to one self-contained single-step ONNX file."""
+    clikit.require_extra(PROG, "torch", "onnx")
+    from charlstm.export.exporter import ValidationFailed, export
+
+    try:
+        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps)
+    except ValidationFailed as e:
+        click.echo(e.report.table(), err=True)
+        failed = ", ".join(r.output for r in e.report.rows if r.max_abs > e.report.atol)
+        clikit.fail(PROG, f"validation failed for {failed} (over --atol {atol}); nothing was written", 1)
+    if result.report is not None:
+        click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
+                   err=True)
+        click.echo(result.report.table(), err=True)
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(result.ops.items()))
+    click.echo(f"wrote {result.path} ({result.size / 1e6:.2f} MB; ops: {ops})")
+
+
+def main() -> None:
+    clikit.run(command, PROG)

@@ -1,0 +1,100 @@
+"""The single-step ONNX graph of a checkpoint: export, metadata, readable names, checks."""
+
+import io
+import json
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from charlstm.runtime import formats as fmt
+from charlstm.train.model import CharLSTM
+
+# Opset 17 runs on every onnxruntime since 1.11 (mobile and web builds included) and has all
+# we use; the LSTM op has not changed since opset 14.
+OPSET = 17
+# The exporter: torch's TorchScript one (dynamo=False). It emits one native ONNX LSTM node per
+# layer with its weights as plain initializers (what onnxruntime's int8 quantizer needs), keeps
+# everything in one file, and gives the same bytes on every run. The dynamo exporter reorders
+# the gate weights at run time (Slice/Concat) and writes a side file by default.
+EXPORTER = "torchscript"
+
+
+class StepModule(nn.Module):
+    """CharLSTM driven one character at a time, with the state as explicit inputs and outputs."""
+
+    def __init__(self, model: CharLSTM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, h, c):  # (B,), (L, B, H), (L, B, H)
+        logits, (h, c) = self.model(tokens[None], (h, c))  # (1, B, V)
+        return logits[0], h, c
+
+
+def export_step_graph(model: CharLSTM, vocab: list[str], provenance: dict) -> onnx.ModelProto:
+    """The model as the single-step graph of the ONNX contract, with its charlstm metadata."""
+    model = model.eval()
+    cfg = model.config
+    example = (torch.zeros(2, dtype=torch.long), torch.zeros(cfg.num_layers, 2, cfg.hidden_size),
+               torch.zeros(cfg.num_layers, 2, cfg.hidden_size))
+    axes = {fmt.INPUT_TOKENS: {0: fmt.BATCH_AXIS}, fmt.OUTPUT_LOGITS: {0: fmt.BATCH_AXIS}}
+    axes.update({n: {1: fmt.BATCH_AXIS} for n in (fmt.INPUT_H, fmt.INPUT_C, fmt.OUTPUT_H, fmt.OUTPUT_C)})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(StepModule(model), example, buffer, dynamo=False, opset_version=OPSET,
+                          input_names=list(fmt.INPUT_NAMES), output_names=list(fmt.OUTPUT_NAMES),
+                          dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    _name_lstm_weights(proto)
+    _describe(proto, model, vocab, provenance)
+    return proto
+
+
+def _name_lstm_weights(proto: onnx.ModelProto) -> None:
+    """Rename the exporter's `onnx::LSTM_123` initializers to lstm.l{layer}.{W,R,B}."""
+    renames = {}
+    for layer, node in enumerate(n for n in proto.graph.node if n.op_type == "LSTM"):
+        for slot, role in zip((1, 2, 3), "WRB"):
+            renames[node.input[slot]] = f"lstm.l{layer}.{role}"
+    for init in proto.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in proto.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+
+
+def _describe(proto: onnx.ModelProto, model: CharLSTM, vocab: list[str], provenance: dict) -> None:
+    cfg = model.config
+    proto.doc_string = proto.graph.doc_string = (
+        f"charlstm character-level LSTM ({cfg.num_layers} x {cfg.hidden_size}, {cfg.vocab_size} characters),"
+        " one step for a batch of independent streams. Feed `tokens` (int64 [batch], ids into the"
+        " charlstm.vocab metadata) with `h_in`/`c_in` (float32 [num_layers, batch, hidden_size]; zeros"
+        " start a text); read `logits` (float32 [batch, vocab_size], next-character scores) and feed"
+        " `h_out`/`c_out` back as the next step's state."
+    )
+    proto.graph.name = "charlstm_step"
+    meta = {
+        fmt.META_FORMAT: fmt.ONNX_FORMAT,
+        fmt.META_VOCAB: json.dumps(vocab, ensure_ascii=False),
+        fmt.META_NUM_LAYERS: str(cfg.num_layers),
+        fmt.META_HIDDEN_SIZE: str(cfg.hidden_size),
+        fmt.META_VOCAB_SIZE: str(cfg.vocab_size),
+        fmt.META_CHECKPOINT_SHA256: provenance["checkpoint_sha256"],
+        fmt.META_VAL_LOSS: provenance["val_loss"],
+    }
+    onnx.helper.set_model_props(proto, meta)
+
+
+def check_graph(proto: onnx.ModelProto) -> None:
+    """onnx's full checker and strict shape inference; raises onnx's errors."""
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+
+
+def op_inventory(proto: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

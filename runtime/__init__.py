@@ -1,0 +1,15 @@
+"""The torch-free runtime (numpy + onnxruntime): load an exported model, step it, sample, score.
+
+    from charlstm.runtime import Model, generate, score
+    model = Model("model.onnx")
+    print(generate(model, "ALCESTE.", 300, temperature=0.8, seed=1))
+    print(score(model, "Je vous aime.").nats_per_char)
+"""
+
+from charlstm.runtime.common import BadInput
+from charlstm.runtime.generate import Score, generate, generate_batch, lane_seeds, score, stream, stream_batch
+from charlstm.runtime.model import Model, State
+from charlstm.runtime.sampler import SamplingOptions
+
+__all__ = ["BadInput", "Model", "SamplingOptions", "Score", "State", "generate", "generate_batch",
+           "lane_seeds", "score", "stream", "stream_batch"]

@@ -1,0 +1,104 @@
+"""`charlstm-sample`: a thin click layer over charlstm.runtime (numpy + onnxruntime only)."""
+
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from charlstm.runtime import clikit
+from charlstm.runtime.common import BadInput
+from charlstm.runtime.generate import generate_batch, lane_seeds, score, stream
+from charlstm.runtime.model import Model
+from charlstm.runtime.sampler import SamplingOptions
+
+PROG = "charlstm-sample"
+EXAMPLES = """\b
+Examples:
+  charlstm-sample model.onnx --prime "ALCESTE." -n 500
+  charlstm-sample model.onnx --prime "Monsieur" --temperature 0.5 --seed 7
+  charlstm-sample model.onnx --num-samples 3 -n 200 --stop $'\\n\\n'
+  echo "Je vous" | charlstm-sample model.onnx --prime - --greedy -n 80
+  charlstm-sample model.onnx --score act1.txt       # nats per character of a text
+"""
+DEFAULTS = SamplingOptions()
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path), required=False)
+@click.option("--prime", default="", help="Text to start from; - reads it from stdin. [default: none]")
+@click.option("-n", "--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True,
+              help="Below 1: safer text; above 1: wilder; 0: greedy.")
+@click.option("--top-k", type=int, default=None, help="Sample among the K most likely characters.")
+@click.option("--top-p", type=float, default=None, help="Sample among the most likely characters totalling P.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+@click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
+              help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
+@click.option("--seed", type=int, default=None, help="Same seed, model and options: same text. [default: random, printed]")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch.")
+@click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable.")
+@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Characters outside the model's vocabulary: refuse, or drop them.")
+@click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prompt before the text.")
+@click.option("--score", "score_file", type=click.Path(path_type=Path), default=None,
+              help="Print the model's nats per character on this text file instead of sampling.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads. [default: cores, at most 4]")
+def command(model: Path | None, prime: str, length: int, seed: int | None, num_samples: int,
+            stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
+            threads: int | None, **sampling):
+    """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text."""
+    options = SamplingOptions(**sampling)  # checks the values before the model loads
+    if length < 0 or num_samples < 1:
+        raise BadInput("-n must be >= 0 and --num-samples >= 1")
+    lm = Model(_model_path(model), threads=threads)
+    if score_file is not None:
+        return _score(lm, score_file, unknown)
+    prime = sys.stdin.read() if prime == "-" else prime
+    if seed is None:
+        seed = secrets.randbits(31)
+        click.echo(f"seed {seed}", err=True)
+    kwargs = dict(seed=seed, stop=stop, unknown=unknown, **vars_of(options))
+    out = sys.stdout
+    if num_samples == 1:
+        pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before anything is printed
+        out.write(prime if echo else "")
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        return
+    texts = generate_batch(lm, prime, length, num_samples, **kwargs)
+    for i, (text, lane_seed) in enumerate(zip(texts, lane_seeds(seed, num_samples))):
+        out.write(f"--- sample {i + 1} (seed {lane_seed}) ---\n{prime if echo else ''}{text}\n")
+
+
+def vars_of(options: SamplingOptions) -> dict:
+    return {k: getattr(options, k) for k in options.__dataclass_fields__}
+
+
+def _model_path(model: Path | None) -> Path:
+    if model is not None:
+        return model
+    from charlstm.models import default_model
+
+    found = default_model()
+    if found is None:
+        raise BadInput("no MODEL given and no default model is installed; pass a .onnx file made by charlstm-export")
+    return found
+
+
+def _score(lm: Model, path: Path, unknown: str) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"text {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path} as UTF-8 text ({e.__class__.__name__})") from None
+    s = score(lm, text, unknown)
+    click.echo(f"{s.nats_per_char:.4f} nats/char ({s.bits_per_char:.4f} bits/char, perplexity"
+               f" {s.perplexity:.3f}) over {s.chars:,} characters of {path}")
+
+
+def main() -> None:
+    clikit.run(command, PROG)

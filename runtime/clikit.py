@@ -1,0 +1,51 @@
+"""The shell every charlstm command shares: one-line errors with exit 2, quiet Ctrl-C and pipes."""
+
+import importlib
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from charlstm.runtime.common import BadInput
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"{prog}: error: {message}", err=True)
+    sys.exit(status)
+
+
+def require_extra(prog: str, *modules: str) -> None:
+    """Exit 2 with one line naming the `train` extra if one of `modules` cannot be imported."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            fail(prog, f"{name} is not installed; {prog} needs the train extra: pip install 'charlstm[train]'")
+
+
+def run(command: click.Command, prog: str) -> NoReturn:
+    """Run a click command; turn every expected failure into one line on stderr and a status."""
+    try:
+        status = command.main(prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        status = e.exit_code
+    except click.ClickException as e:
+        fail(prog, f"{e.format_message()} (see {prog} --help)")
+    except BadInput as e:
+        fail(prog, str(e))
+    except (KeyboardInterrupt, click.Abort):
+        fail(prog, "interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        status = 0
+    sys.exit(status or 0)
+
+
+def _silence_stdout() -> None:
+    """The reader went away (`| head`): point stdout at /dev/null so the final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

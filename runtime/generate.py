@@ -1,0 +1,125 @@
+"""Text from a model: priming with a prompt, streaming generation, stop strings, batches, scoring."""
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from charlstm.runtime.common import BadInput
+from charlstm.runtime.model import Model, State
+from charlstm.runtime.sampler import SamplingOptions, choose
+
+
+def lane_seeds(seed: int, num_samples: int) -> list[int]:
+    """The seeding rule: sample i of a batch uses seed + i, so lane i of a batch run equals a
+    single run with seed + i."""
+    return [seed + i for i in range(num_samples)]
+
+
+class _StopMatcher:
+    """Holds back text that may be the start of a stop string; the stop itself is not emitted."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending, self.done = "", False
+
+    def push(self, ch: str) -> str:
+        self.pending += ch
+        for stop in self.stops:
+            if self.pending.endswith(stop):
+                self.done = True
+                return self.pending[: -len(stop)]
+        keep = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])),
+                   default=0)
+        out, self.pending = self.pending[: len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.done else self.pending), ""
+        return out
+
+
+def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: int = 1,
+                 seed: int | None = None, stop: Sequence[str] = (), state: State | None = None,
+                 unknown: str = "error", **sampling) -> Iterator[list[str]]:
+    """Generate `num_samples` independent continuations of `prompt` at once, in one batch.
+
+    Checks the arguments and feeds the prompt at once (so errors come from this call), then
+    yields, after each step, the new text of every sample (a list, "" where nothing is new).
+    `n` caps the generated characters of each sample; a sample also ends at the first of its
+    `stop` strings (not included). `sampling`: the fields of SamplingOptions. `state` (batch 1)
+    continues an earlier text; an empty prompt starts as if after a line break. Sample i uses
+    the seed `seed + i` (lane_seeds); seed=None draws fresh entropy."""
+    options = SamplingOptions(**sampling)
+    if n < 0 or num_samples < 1:
+        raise BadInput("the length must be >= 0 and the number of samples >= 1")
+    if state is not None and state.batch != 1:
+        raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
+    ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
+    logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
+    seeds = lane_seeds(seed, num_samples) if seed is not None else [None] * num_samples
+    recent = np.full((num_samples, options.repetition_window), -1, np.int64)
+    recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
+    return _steps(model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples),
+                  n, options, [np.random.default_rng(s) for s in seeds], recent, stop)
+
+
+def _steps(model, logits, state, n, options, rngs, recent, stop) -> Iterator[list[str]]:
+    """The generation loop of stream_batch, once its arguments are checked and the prompt fed."""
+    matchers = [_StopMatcher(stop) for _ in rngs]
+    for t in range(n):
+        tokens = choose(logits, options, rngs, recent)  # (B,)
+        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens)]
+        if all(m.done for m in matchers) or t == n - 1:
+            break
+        recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
+        logits, state = model.step(tokens, state)
+    yield [m.flush() for m in matchers]
+
+
+def stream(model: Model, prompt: str = "", n: int = 500, **kwargs) -> Iterator[str]:
+    """One continuation of `prompt`, character by character; arguments as stream_batch."""
+    return (pieces[0] for pieces in stream_batch(model, prompt, n, num_samples=1, **kwargs) if pieces[0])
+
+
+def generate(model: Model, prompt: str = "", n: int = 500, **kwargs) -> str:
+    """One continuation of `prompt` (without the prompt); arguments as stream_batch."""
+    return "".join(stream(model, prompt, n, **kwargs))
+
+
+def generate_batch(model: Model, prompt: str = "", n: int = 500, num_samples: int = 1,
+                   **kwargs) -> list[str]:
+    """`num_samples` continuations of `prompt`, computed in one batch; arguments as stream_batch."""
+    texts = [""] * num_samples
+    for pieces in stream_batch(model, prompt, n, num_samples=num_samples, **kwargs):
+        texts = [t + p for t, p in zip(texts, pieces)]
+    return texts
+
+
+@dataclass(frozen=True)
+class Score:
+    nats_per_char: float
+    chars: int  # characters predicted: all but the first, which starts from zero state
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_char)
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+
+def score(model: Model, text: str, unknown: str = "error") -> Score:
+    """Mean cross-entropy of each character of `text` given those before it, from zero state."""
+    ids = model.encode(text, unknown)
+    if len(ids) < 2:
+        raise BadInput("scoring needs a text of at least 2 known characters")
+    state, total = model.new_state(1), 0.0
+    for current, target in zip(ids[:-1], ids[1:]):
+        logits, state = model.step(current[None], state)
+        z = logits[0].astype(np.float64)
+        top = z.max()
+        total += top + math.log(np.exp(z - top).sum()) - z[target]
+    return Score(total / (len(ids) - 1), len(ids) - 1)

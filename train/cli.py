@@ -1,0 +1,98 @@
+"""`charlstm-train`: a thin click layer over charlstm.train.Trainer."""
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from charlstm.runtime import clikit
+from charlstm.runtime.common import BadInput
+from charlstm.train.config import ModelConfig, TrainOptions
+
+PROG = "charlstm-train"
+EXAMPLES = """\b
+Examples:
+  charlstm-train moliere.txt -o model.pt
+  charlstm-train notes.txt -o small.pt --hidden-size 128 --num-layers 1 --epochs 3
+  charlstm-train moliere.txt -o model.pt --resume model.last.pt   # after Ctrl-C
+"""
+
+
+def _default(cls, name: str) -> str:
+    value = {f.name: f.default for f in dataclasses.fields(cls)}[name]
+    return "all" if value is None else str(value)
+
+
+def _opt(flag: str, cls, type_, help_: str):
+    """An option whose default lives in the dataclass; None means 'not chosen' (for --resume)."""
+    name = flag.lstrip("-").replace("-", "_")
+    return click.option(flag, name, type=type_, default=None,
+                        help=f"{help_} [default: {_default(cls, name)}]")
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("model.pt"),
+              show_default=True, help="Best checkpoint by validation loss; the resumable one is OUTPUT.last.pt.")
+@_opt("--hidden-size", ModelConfig, int, "LSTM units per layer.")
+@_opt("--num-layers", ModelConfig, int, "Stacked LSTM layers.")
+@_opt("--embed-dim", ModelConfig, int, "Character embedding size.")
+@_opt("--dropout", ModelConfig, float, "Dropout between layers and before the output layer.")
+@_opt("--seq-len", TrainOptions, int, "Characters per back-propagation chunk.")
+@_opt("--batch-size", TrainOptions, int, "Parallel lanes over the corpus.")
+@_opt("--lr", TrainOptions, float, "Peak learning rate (AdamW; warm-up, then cosine decay).")
+@_opt("--epochs", TrainOptions, int, "Passes over the training text.")
+@_opt("--max-steps", TrainOptions, int, "Stop after this many optimizer steps.")
+@_opt("--val-fraction", TrainOptions, float, "Tail of the corpus held out for validation.")
+@_opt("--eval-every", TrainOptions, int, "Steps between validations (default: 20 per run).")
+@_opt("--seed", TrainOptions, int, "Seed for initialisation, dropout and data order.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue an interrupted run from its OUTPUT.last.pt.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
+def command(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, **chosen):
+    """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint."""
+    clikit.require_extra(PROG, "torch", "tqdm")
+    from charlstm.train.plot import curve_path, save_loss_curve
+    from charlstm.train.trainer import Interrupted, Trainer
+
+    if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
+        raise BadInput("-o would overwrite the corpus; choose another output path")
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    picked = {k: v for k, v in chosen.items() if v is not None}
+    trainer = Trainer(corpus, {k: v for k, v in picked.items() if k in model_fields},
+                      {k: v for k, v in picked.items() if k not in model_fields}, device, resume)
+    _describe(trainer)
+    try:
+        result = trainer.run(output, progress)
+    except Interrupted as e:
+        _plot(save_loss_curve, trainer.history, curve_path(output))
+        clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
+                          f" -o {output} --resume {e.args[0]}", clikit.EXIT_INTERRUPTED)
+    plot = _plot(save_loss_curve, result.history, curve_path(output))
+    chars = result.step * trainer.options.batch_size * trainer.options.seq_len
+    click.echo(f"done: {result.step} steps, {chars:,} characters in {result.seconds:.0f} s"
+               f" ({chars / max(result.seconds, 1e-9):,.0f} chars/s); best validation loss"
+               f" {result.best_val_loss:.4f} nats/char -> {result.best}; resumable: {result.latest}; {plot}")
+
+
+def _describe(trainer) -> None:
+    c, o = trainer.config, trainer.options
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    click.echo(f"{len(trainer.corpus.vocab)} characters in the vocabulary, {len(trainer.corpus.train_ids):,}"
+               f" training / {len(trainer.corpus.val_ids):,} validation characters; model {c.num_layers}"
+               f" x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}; {trainer.total_steps}"
+               f" steps of {o.batch_size} x {o.seq_len} characters"
+               + (f", from step {trainer.step_no}" if trainer.step_no else ""), err=True)
+
+
+def _plot(save, history, path) -> str:
+    if not history:
+        return "no loss curve yet"
+    if save(history, path):
+        return f"loss curve: {path}"
+    return "loss curve skipped (matplotlib missing: pip install 'charlstm[plot]')"
+
+
+def main() -> None:
+    clikit.run(command, PROG)

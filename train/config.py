@@ -1,0 +1,68 @@
+"""The hyperparameters: the model's shape and the run's options, each one frozen dataclass."""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from charlstm.runtime.common import BadInput
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise BadInput(message)
+
+
+class _AsDict:
+    """Round-trip through a plain dict, the form the checkpoint stores (weights_only-safe)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class ModelConfig(_AsDict):
+    """Everything needed to rebuild the network; stored as the checkpoint's `config`."""
+
+    vocab_size: int
+    embed_dim: int = 64
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.25
+
+    def __post_init__(self) -> None:
+        _require(self.vocab_size >= 2, "the corpus needs at least 2 distinct characters")
+        _require(self.embed_dim >= 1, "--embed-dim must be at least 1")
+        _require(self.hidden_size >= 1, "--hidden-size must be at least 1")
+        _require(self.num_layers >= 1, "--num-layers must be at least 1")
+        _require(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainOptions(_AsDict):
+    """How to train; stored in the checkpoint's `train` dict so that --resume can check them."""
+
+    seq_len: int = 128  # characters per truncated-BPTT chunk
+    batch_size: int = 64  # parallel lanes over the corpus
+    lr: float = 2e-3  # peak learning rate, after warm-up, before cosine decay
+    epochs: int = 10
+    max_steps: int | None = None  # stops earlier than `epochs` if given
+    val_fraction: float = 0.05  # the last characters of the corpus, never trained on
+    eval_every: int | None = None  # steps between validations; default: 20 per run
+    weight_decay: float = 0.01
+    clip: float = 1.0  # max global gradient norm
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.seq_len >= 1, "--seq-len must be at least 1")
+        _require(self.batch_size >= 1, "--batch-size must be at least 1")
+        _require(math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive number")
+        _require(self.epochs >= 1, "--epochs must be at least 1")
+        _require(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
+        _require(0 < self.val_fraction < 1, "--val-fraction must be in (0, 1)")
+        _require(self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1")
+        _require(self.weight_decay >= 0, "--weight-decay must be >= 0")
+        _require(self.clip > 0, "--clip must be positive")

@@ -1,0 +1,286 @@
+"""The training loop: batched truncated BPTT, AdamW with warm-up and cosine decay, validation, resume."""
+
+import math
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charlstm.runtime.common import BadInput, check_writable_destination
+from charlstm.train import checkpoint
+from charlstm.train.config import ModelConfig, TrainOptions
+from charlstm.train.data import Corpus, Lanes, val_lanes
+from charlstm.train.model import CharLSTM
+from charlstm.runtime.formats import CHECKPOINT_FORMAT
+
+
+class Interrupted(Exception):
+    """Ctrl-C: a resumable checkpoint was written to `self.args[0]` before stopping."""
+
+
+@dataclass
+class TrainResult:
+    best: Path  # the best checkpoint by validation loss
+    latest: Path  # the resumable checkpoint
+    step: int
+    best_val_loss: float
+    seconds: float
+    history: list = field(default_factory=list)
+
+
+def latest_path(out: str | Path) -> Path:
+    """Where the resumable checkpoint of a run writing `out` lives: model.pt → model.last.pt."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last" + (out.suffix or ".pt"))
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: torch sees no CUDA GPU here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    """Linear warm-up over the first 5% (at most 200 steps), then cosine decay to peak / 10."""
+    warmup = max(1, min(200, total // 20))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _merge(kind: str, chosen: dict, stored: dict) -> dict:
+    """Options chosen on a resumed run must agree with those it was started with."""
+    for key, value in chosen.items():
+        if stored[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise BadInput(f"--resume: the run was started with {flag} {stored[key]}, not {value} ({kind})")
+    return stored
+
+
+class Trainer:
+    """One training run: the model, its optimizer, the data position and the carried state."""
+
+    def __init__(self, corpus_path, model_args=None, train_args=None, device="auto", resume=None):
+        model_args, train_args = dict(model_args or {}), dict(train_args or {})
+        ckpt = self._resumable(resume) if resume else None
+        if ckpt:
+            train_args = _merge("training option", train_args, ckpt["train"]["options"])
+        self.options = TrainOptions(**train_args)
+        self.corpus = Corpus.load(corpus_path, self.options.val_fraction)
+        if ckpt:
+            self._check_same_corpus(ckpt)
+            model_args = _merge("model option", model_args, ckpt["config"])
+        self.config = ModelConfig(**{**model_args, "vocab_size": len(self.corpus.vocab)})
+        self.device = pick_device(device)
+        o = self.options
+        self.lanes = Lanes(self.corpus.train_ids, o.batch_size, o.seq_len, o.seed)
+        self.total_steps = o.epochs * self.lanes.chunks_per_epoch
+        if o.max_steps is not None:
+            self.total_steps = min(self.total_steps, o.max_steps)
+        self.eval_every = o.eval_every or max(1, self.total_steps // 20)
+
+        torch.manual_seed(o.seed)
+        self.model = CharLSTM(self.config).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.step_no, self.best_val, self.history, self.seconds = 0, math.inf, [], 0.0
+        self.state, self._epoch_lanes, self._losses = None, None, []
+        if ckpt:
+            self._restore(ckpt)
+
+    # -- resume ------------------------------------------------------------------
+    @staticmethod
+    def _resumable(path) -> dict:
+        ckpt = checkpoint.load(path)
+        if "optimizer" not in ckpt or "resume" not in ckpt:
+            raise BadInput(
+                f"--resume: {path} holds no optimizer state (a best-model checkpoint);"
+                f" resume from the run's {latest_path(path).name} instead"
+            )
+        return ckpt
+
+    def _check_same_corpus(self, ckpt: dict) -> None:
+        if ckpt["train"]["corpus_sha256"] != self.corpus.sha256 or ckpt["vocab"] != self.corpus.vocab:
+            raise BadInput("--resume: the checkpoint was trained on another corpus (sha256 or vocabulary differ)")
+
+    def _restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        r = ckpt["resume"]
+        self.step_no, self.best_val, self.history = r["step"], r["best_val"], list(r["history"])
+        self._losses = list(r["losses"])
+        self.seconds = ckpt["train"]["seconds"]
+        self.state = (r["h"].to(self.device), r["c"].to(self.device)) if r["h"] is not None else None
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+
+    # -- one step ------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimizer step on the next chunk of every lane; returns the loss (nats/char)."""
+        epoch, i = divmod(self.step_no, self.lanes.chunks_per_epoch)
+        if i == 0 or self._epoch_lanes is None:
+            self._epoch_lanes = self.lanes.epoch(epoch).to(self.device)  # (N, B)
+        if i == 0:
+            self.state = None  # each epoch starts from zero state
+        x, y = self.lanes.chunk(self._epoch_lanes, i)  # (T, B)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step_no, self.total_steps, self.options.lr)
+        self.model.train()
+        logits, state = self.model(x, self.state)  # (T, B, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip)
+        self.optimizer.step()
+        self.state = (state[0].detach(), state[1].detach())
+        self.step_no += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, chunk: int = 512) -> float:
+        """Validation loss, nats/char, over the held-out tail in lanes with carried state."""
+        self.model.eval()
+        lanes = val_lanes(self.corpus.val_ids).to(self.device)  # (N, B)
+        total, count, state = 0.0, 0, None
+        for start in range(0, len(lanes) - 1, chunk):
+            x, y = lanes[start : start + chunk], lanes[start + 1 : start + chunk + 1]
+            x = x[: len(y)]
+            logits, state = self.model(x, state)
+            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+        return total / count
+
+    # -- checkpoints ---------------------------------------------------------------
+    def payload(self, resumable: bool, val_loss: float) -> dict:
+        c = self.corpus
+        train_loss = self.history[-1]["train_loss"] if self.history else math.nan
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "vocab": list(c.vocab),
+            "state_dict": self.model.state_dict(),
+            "train": {
+                "corpus_sha256": c.sha256,
+                "split": {"val_fraction": self.options.val_fraction,
+                          "train_chars": len(c.train_ids), "val_chars": len(c.val_ids)},
+                "step": self.step_no,
+                "epoch": self.step_no / self.lanes.chunks_per_epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "seed": self.options.seed,
+                "options": self.options.to_dict(),
+                "versions": {"torch": str(torch.__version__), "python": platform.python_version(),
+                             "charlstm": _version()},
+                "device": self.device.type,
+                "seconds": self.seconds,
+                "history": list(self.history),
+            },
+        }
+        if resumable:
+            payload["optimizer"] = self.optimizer.state_dict()
+            cuda = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+            payload["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda}
+            h, c_ = self.state if self.state is not None else (None, None)
+            payload["resume"] = {"step": self.step_no, "best_val": self.best_val,
+                                 "history": list(self.history), "losses": list(self._losses),
+                                 "h": h, "c": c_}
+        return payload
+
+    # -- the run -----------------------------------------------------------------
+    def run(self, out, progress: bool = True, log=None) -> TrainResult:
+        """Train to the end, validating every `eval_every` steps; Ctrl-C raises Interrupted."""
+        out = check_writable_destination(out)
+        latest = latest_path(out)
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        bar = _bar(self, progress)
+        stop = _SigintFlag()
+        with stop:
+            while self.step_no < self.total_steps:
+                t0 = time.perf_counter()
+                self._losses.append(self.train_step())
+                self.seconds += time.perf_counter() - t0
+                _advance(bar, self, self._losses[-1])
+                if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
+                    self._validate_and_save(out, latest, bar, log)
+                if stop.raised:
+                    checkpoint.save(latest, self.payload(True, self.best_val))
+                    bar and bar.close()
+                    raise Interrupted(latest)
+        bar and bar.close()
+        return TrainResult(out, latest, self.step_no, self.best_val, self.seconds, self.history)
+
+    def _validate_and_save(self, out, latest, bar, log) -> None:
+        t0 = time.perf_counter()
+        val = self.evaluate()
+        self.seconds += time.perf_counter() - t0
+        train_loss = sum(self._losses) / max(1, len(self._losses))
+        self._losses = []
+        self.history.append({"step": self.step_no, "train_loss": train_loss, "val_loss": val,
+                             "seconds": self.seconds})
+        improved = val < self.best_val
+        if improved:
+            self.best_val = val
+            checkpoint.save(out, self.payload(False, val))
+        checkpoint.save(latest, self.payload(True, val))
+        msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
+               + ("  (best, saved)" if improved else ""))
+        (bar.write(msg, file=sys.stderr) if bar else log(msg))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("charlstm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _bar(trainer: Trainer, progress: bool):
+    if not progress or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    chars = trainer.options.batch_size * trainer.options.seq_len
+    return tqdm(total=trainer.total_steps * chars, initial=trainer.step_no * chars, unit="char",
+                unit_scale=True, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+def _advance(bar, trainer: Trainer, loss: float) -> None:
+    if bar:
+        best = f" best val {trainer.best_val:.3f}" if trainer.history else ""
+        bar.set_postfix_str(f"loss {loss:.3f}{best}", refresh=False)
+        bar.update(trainer.options.batch_size * trainer.options.seq_len)
+
+
+class _SigintFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+
+    def __init__(self):
+        self.raised, self._old = False, None
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
