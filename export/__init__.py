@@ -7,6 +7,6 @@
 from charlstm.runtime.common import lazy_exports
 
 _API = {"export": "exporter", "ExportResult": "exporter", "ValidationFailed": "exporter",
-        "validate": "validate", "Report": "validate", "export_step_graph": "onnx_graph"}
+        "validate": "validation", "Report": "validation", "export_step_graph": "onnx_graph"}
 __all__ = sorted(_API)
 __getattr__ = lazy_exports(__name__, _API)

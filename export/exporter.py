@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlstm.export.onnx_graph import check_graph, export_step_graph, op_inventory
-from charlstm.export.validate import DEFAULT_ATOL, Report, validate
+from charlstm.export.validation import DEFAULT_ATOL, Report, validate
 from charlstm.runtime.common import BadInput, atomic_write, check_writable_destination, sha256_file
 from charlstm.train import checkpoint
 

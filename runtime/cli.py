@@ -55,13 +55,13 @@ def command(model: Path | None, prime: str, length: int, seed: int | None, num_s
     if score_file is not None:
         return _score(lm, score_file, unknown)
     prime = sys.stdin.read() if prime == "-" else prime
-    if seed is None:
-        seed = secrets.randbits(31)
-        click.echo(f"seed {seed}", err=True)
+    chosen_seed, seed = seed is not None, seed if seed is not None else secrets.randbits(31)
     kwargs = dict(seed=seed, stop=stop, unknown=unknown, **vars_of(options))
     out = sys.stdout
     if num_samples == 1:
         pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before anything is printed
+        if not chosen_seed:
+            click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
         out.write(prime if echo else "")
         for piece in pieces:
             out.write(piece)

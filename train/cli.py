@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from charlstm.runtime import clikit
-from charlstm.runtime.common import BadInput
+from charlstm.runtime.common import BadInput, check_writable_destination
 from charlstm.train.config import ModelConfig, TrainOptions
 
 PROG = "charlstm-train"
@@ -56,6 +56,7 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, progre
     from charlstm.train.plot import curve_path, save_loss_curve
     from charlstm.train.trainer import Interrupted, Trainer
 
+    check_writable_destination(output)  # before any work
     if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
         raise BadInput("-o would overwrite the corpus; choose another output path")
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}

@@ -1,0 +1,165 @@
+"""Export: the ONNX contract, metadata, op inventory, determinism, validation, bad input."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from charlstm.export import ValidationFailed, export, validate
+from charlstm.export.onnx_graph import OPSET, check_graph, op_inventory
+from charlstm.runtime import formats as fmt
+from charlstm.train import build_model, load_checkpoint
+from conftest import assert_bad_input, blocked_env, run_cli, train_tiny
+
+CONFIGS = {  # (layers, hidden, embed): embed != hidden in each
+    "1-layer": {"num_layers": 1, "hidden_size": 12, "embed_dim": 5},
+    "2-layer": {"num_layers": 2, "hidden_size": 16, "embed_dim": 8},
+    "3-layer": {"num_layers": 3, "hidden_size": 10, "embed_dim": 14},
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def exported(request, tiny_corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    result = train_tiny(tiny_corpus, folder / "m.pt", CONFIGS[request.param])
+    return result.best, export(result.best, folder / "m.onnx"), CONFIGS[request.param]
+
+
+def test_io_contract_and_metadata(exported):
+    ckpt_path, result, cfg = exported
+    proto = onnx.load(result.path)
+    L, H = cfg["num_layers"], cfg["hidden_size"]
+
+    def shape(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    ins = {i.name: (i.type.tensor_type.elem_type, shape(i)) for i in proto.graph.input}
+    outs = {o.name: (o.type.tensor_type.elem_type, shape(o)) for o in proto.graph.output}
+    f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    assert ins == {"tokens": (i64, ["batch"]), "h_in": (f32, [L, "batch", H]), "c_in": (f32, [L, "batch", H])}
+    assert outs == {"logits": (f32, ["batch", 6]), "h_out": (f32, [L, "batch", H]), "c_out": (f32, [L, "batch", H])}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    ckpt = load_checkpoint(ckpt_path)
+    assert meta[fmt.META_FORMAT] == fmt.ONNX_FORMAT
+    assert json.loads(meta[fmt.META_VOCAB]) == list("abcdef")
+    assert (meta[fmt.META_NUM_LAYERS], meta[fmt.META_HIDDEN_SIZE], meta[fmt.META_VOCAB_SIZE]) == (str(L), str(H), "6")
+    assert float(meta[fmt.META_VAL_LOSS]) == ckpt["train"]["val_loss"]
+    import hashlib
+    assert meta[fmt.META_CHECKPOINT_SHA256] == hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
+    assert "h_in" in proto.doc_string and proto.graph.name == "charlstm_step"
+    assert proto.opset_import[0].version == OPSET
+
+
+def test_op_inventory_native_lstm_no_dropout(exported):
+    _, result, cfg = exported
+    ops = op_inventory(onnx.load(result.path))
+    assert ops["LSTM"] == cfg["num_layers"]
+    assert set(ops) <= {"Gather", "Unsqueeze", "Squeeze", "Slice", "Concat", "LSTM", "MatMul", "Add", "Gemm", "Constant"}
+    assert ops.get("MatMul", 0) + ops.get("Gemm", 0) == 1, "only the output layer multiplies; no unrolled LSTM"
+    weights = {i.name for i in onnx.load(result.path).graph.initializer}
+    assert {f"lstm.l{layer}.{r}" for layer in range(cfg["num_layers"]) for r in "WRB"} <= weights
+
+
+def test_one_self_contained_file_that_checks(exported):
+    _, result, _ = exported
+    assert [p.name for p in result.path.parent.glob("m.onnx*")] == ["m.onnx"]
+    proto = onnx.load(result.path)
+    assert all(i.data_location == onnx.TensorProto.DEFAULT and not i.external_data for i in proto.graph.initializer)
+    check_graph(proto)
+
+
+def test_batch_axis_is_dynamic(exported):
+    """The same file at batch 1, 3 and 256; each lane equals that lane run alone."""
+    _, result, cfg = exported
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    L, H = cfg["num_layers"], cfg["hidden_size"]
+    for batch in (1, 3, 256):
+        tokens = rng.integers(0, 6, batch).astype(np.int64)
+        h, c = (rng.standard_normal((L, batch, H)).astype(np.float32) for _ in range(2))
+        logits, h2, c2 = session.run(None, {"tokens": tokens, "h_in": h, "c_in": c})
+        assert logits.shape == (batch, 6) and h2.shape == c2.shape == (L, batch, H)
+        for lane in (0, batch - 1):
+            one = session.run(None, {"tokens": tokens[lane:lane + 1], "h_in": h[:, lane:lane + 1],
+                                     "c_in": c[:, lane:lane + 1]})
+            np.testing.assert_allclose(one[0][0], logits[lane], atol=1e-5)
+
+
+def test_export_is_deterministic(tiny_checkpoint, tmp_path):
+    a = export(tiny_checkpoint, tmp_path / "a.onnx", validate_graph=False)
+    b = export(tiny_checkpoint, tmp_path / "b.onnx")
+    assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def test_validation_passes_and_catches_a_corrupted_graph(tiny_checkpoint, tiny_onnx):
+    model = build_model(load_checkpoint(tiny_checkpoint))
+    good = validate(model, tiny_onnx.read_bytes(), steps=50)
+    assert good.ok and [r.output for r in good.rows] == ["logits", "h_out", "c_out"]
+    proto = onnx.load(tiny_onnx)
+    weight = next(i for i in proto.graph.initializer if i.name == "lstm.l1.R")
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values[0, 0, 0] += 0.05  # one recurrent weight of the top layer's input gate
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    bad = validate(model, proto.SerializeToString(), steps=50)
+    assert not bad.ok
+    failed = {r.output: r for r in bad.rows if r.max_abs > bad.atol}
+    assert set(failed) == {"logits", "h_out", "c_out"}
+    assert "step" in failed["logits"].where and "FAILED" in bad.table()
+
+
+def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("logits", "h_out", "c_out"):
+        assert any(line.startswith(name) and " ok " in line for line in proc.stderr.splitlines())
+    assert f"wrote {out}" in proc.stdout and out.is_file()
+
+
+def test_cli_validation_failure_exits_1_and_writes_nothing(tiny_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out, "--atol", "0", "--steps", 50)
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED" in proc.stderr and "nothing was written" in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_api_validation_failure_keeps_an_existing_file(tiny_checkpoint, tmp_path):
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"an older good export")
+    with pytest.raises(ValidationFailed):
+        export(tiny_checkpoint, out, atol=0.0, steps=20)
+    assert out.read_bytes() == b"an older good export"
+
+
+def test_default_output_is_beside_the_checkpoint(tiny_checkpoint, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
+    proc = run_cli("charlstm-export", ckpt, "--no-validate")
+    assert proc.returncode == 0 and (tmp_path / "model.onnx").is_file()
+
+
+def test_bad_inputs(tiny_checkpoint, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:3000])
+    future = tmp_path / "future.pt"
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save({**ckpt, "format": "charlstm-checkpoint/9"}, future)
+    assert_bad_input(run_cli("charlstm-export", tmp_path / "nope.pt"), "does not exist")
+    assert_bad_input(run_cli("charlstm-export", tmp_path), "not a file")
+    assert_bad_input(run_cli("charlstm-export", text), "not a readable charlstm checkpoint")
+    assert_bad_input(run_cli("charlstm-export", truncated), "not a readable charlstm checkpoint")
+    assert_bad_input(run_cli("charlstm-export", future), "charlstm-checkpoint/9")
+    assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "-o", tmp_path / "no" / "m.onnx"), "does not exist")
+    assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "--atol", "-1"), "--atol")
+
+
+def test_without_the_train_extra(tiny_checkpoint, tmp_path):
+    for missing in ("torch", "onnx"):
+        proc = run_cli("charlstm-export", tiny_checkpoint, env=blocked_env(tmp_path, missing))
+        assert_bad_input(proc, missing, "pip install 'charlstm[train]'")
