@@ -4,8 +4,9 @@
 
 The notebook loop is the reference course's: batch 1, chunks of 100 characters, one forward
 call and one Adam step per chunk, state carried between chunks. charlstm's is Trainer.train_step
-with its default batch and sequence length. Both train the same CharLSTM on the same text;
-the table gives characters per second (medians over repeats) and their ratio.
+with its default batch and sequence length, in fp32 and with --precision bf16. All train the
+same CharLSTM on the same text; the table gives characters per second (medians over repeats)
+and the ratios to the notebook loop.
 """
 
 import argparse
@@ -53,8 +54,8 @@ def notebook_loop(ids: torch.Tensor, config: ModelConfig, seq_len: int = 100):
     return step, seq_len
 
 
-def charlstm_trainer(corpus: Path, hidden: int, layers: int):
-    trainer = Trainer(corpus, {"hidden_size": hidden, "num_layers": layers}, {}, device="cpu")
+def charlstm_trainer(corpus: Path, hidden: int, layers: int, precision: str):
+    trainer = Trainer(corpus, {"hidden_size": hidden, "num_layers": layers}, {"precision": precision}, device="cpu")
     return trainer.train_step, trainer.options.batch_size * trainer.options.seq_len, trainer
 
 
@@ -68,21 +69,22 @@ def main() -> None:
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.repeats} repeats of"
           f" {args.seconds:.0f} s each, medians\n")
-    print(f"{'model':>8} {'notebook chars/s':>17} {'charlstm chars/s':>17} {'ratio':>6}  charlstm batch x seq")
+    print(f"{'model':>8} {'notebook':>10} {'charlstm fp32':>14} {'ratio':>6} {'charlstm bf16':>14} {'ratio':>6}"
+          "   (characters per second)")
     for hidden, layers in SIZES:
-        ours, chars, trainer = charlstm_trainer(args.corpus, hidden, layers)
-        theirs, their_chars = notebook_loop(trainer.corpus.train_ids, trainer.config)
-        a, b = [], []
-        for _ in range(args.repeats):  # interleaved, so drift in machine speed hits both
-            a.append(timed(theirs, their_chars, args.seconds))
-            b.append(timed(ours, chars, args.seconds))
-        row = {"model": f"{layers}x{hidden}", "notebook_chars_per_s": statistics.median(a),
-               "charlstm_chars_per_s": statistics.median(b), "batch": trainer.options.batch_size,
-               "seq_len": trainer.options.seq_len}
-        row["ratio"] = row["charlstm_chars_per_s"] / row["notebook_chars_per_s"]
+        fp32, chars, trainer = charlstm_trainer(args.corpus, hidden, layers, "fp32")
+        bf16, _, _ = charlstm_trainer(args.corpus, hidden, layers, "bf16")
+        notebook, notebook_chars = notebook_loop(trainer.corpus.train_ids, trainer.config)
+        runs = {"notebook": [], "fp32": [], "bf16": []}
+        for _ in range(args.repeats):  # interleaved, so drift in machine speed hits all three
+            runs["notebook"].append(timed(notebook, notebook_chars, args.seconds))
+            runs["fp32"].append(timed(fp32, chars, args.seconds))
+            runs["bf16"].append(timed(bf16, chars, args.seconds))
+        row = {"model": f"{layers}x{hidden}", "batch": trainer.options.batch_size,
+               "seq_len": trainer.options.seq_len, **{k: statistics.median(v) for k, v in runs.items()}}
         rows.append(row)
-        print(f"{row['model']:>8} {row['notebook_chars_per_s']:>17,.0f} {row['charlstm_chars_per_s']:>17,.0f}"
-              f" {row['ratio']:>5.1f}x  {row['batch']} x {row['seq_len']}", flush=True)
+        print(f"{row['model']:>8} {row['notebook']:>10,.0f} {row['fp32']:>14,.0f} {row['fp32'] / row['notebook']:>5.1f}x"
+              f" {row['bf16']:>14,.0f} {row['bf16'] / row['notebook']:>5.1f}x", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

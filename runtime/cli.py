@@ -1,5 +1,7 @@
 """`charlstm-sample`: a thin click layer over charlstm.runtime (numpy + onnxruntime only)."""
 
+import dataclasses
+import itertools
 import secrets
 import sys
 from pathlib import Path
@@ -55,26 +57,26 @@ def command(model: Path | None, prime: str, length: int, seed: int | None, num_s
     if score_file is not None:
         return _score(lm, score_file, unknown)
     prime = sys.stdin.read() if prime == "-" else prime
-    chosen_seed, seed = seed is not None, seed if seed is not None else secrets.randbits(31)
-    kwargs = dict(seed=seed, stop=stop, unknown=unknown, **vars_of(options))
-    out = sys.stdout
-    if num_samples == 1:
-        pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before anything is printed
-        if not chosen_seed:
-            click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
-        out.write(prime if echo else "")
-        for piece in pieces:
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        return
-    texts = generate_batch(lm, prime, length, num_samples, **kwargs)
-    for i, (text, lane_seed) in enumerate(zip(texts, lane_seeds(seed, num_samples))):
-        out.write(f"--- sample {i + 1} (seed {lane_seed}) ---\n{prime if echo else ''}{text}\n")
+    chosen_seed = seed is not None
+    seed = seed if chosen_seed else secrets.randbits(31)
+    kwargs = dict(seed=seed, stop=stop, unknown=unknown, **dataclasses.asdict(options))
+    shown = prime if echo else ""
+    with clikit.reader_may_leave():
+        if num_samples == 1:
+            pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before printing
+            if not chosen_seed:
+                click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
+            _print_stream(itertools.chain([shown], pieces, ["\n"]))
+        else:
+            texts = generate_batch(lm, prime, length, num_samples, **kwargs)
+            for i, (text, lane_seed) in enumerate(zip(texts, lane_seeds(seed, num_samples))):
+                sys.stdout.write(f"--- sample {i + 1} (seed {lane_seed}) ---\n{shown}{text}\n")
 
 
-def vars_of(options: SamplingOptions) -> dict:
-    return {k: getattr(options, k) for k in options.__dataclass_fields__}
+def _print_stream(pieces) -> None:
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
 
 
 def _model_path(model: Path | None) -> Path:

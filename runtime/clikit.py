@@ -1,8 +1,10 @@
 """The shell every charlstm command shares: one-line errors with exit 2, quiet Ctrl-C and pipes."""
 
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 import click
@@ -39,13 +41,14 @@ def run(command: click.Command, prog: str) -> NoReturn:
         fail(prog, str(e))
     except (KeyboardInterrupt, click.Abort):
         fail(prog, "interrupted", EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        _silence_stdout()
-        status = 0
     sys.exit(status or 0)
 
 
-def _silence_stdout() -> None:
-    """The reader went away (`| head`): point stdout at /dev/null so the final flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Stop quietly, status 0, when the reader of stdout goes away (`| head -c 20`)."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush is quiet too

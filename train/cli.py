@@ -18,16 +18,11 @@ Examples:
 """
 
 
-def _default(cls, name: str) -> str:
-    value = {f.name: f.default for f in dataclasses.fields(cls)}[name]
-    return "all" if value is None else str(value)
-
-
-def _opt(flag: str, cls, type_, help_: str):
+def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
     """An option whose default lives in the dataclass; None means 'not chosen' (for --resume)."""
     name = flag.lstrip("-").replace("-", "_")
-    return click.option(flag, name, type=type_, default=None,
-                        help=f"{help_} [default: {_default(cls, name)}]")
+    default = default_text or {f.name: f.default for f in dataclasses.fields(cls)}[name]
+    return click.option(flag, name, type=type_, default=None, help=f"{help_} [default: {default}]")
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,10 +37,12 @@ def _opt(flag: str, cls, type_, help_: str):
 @_opt("--batch-size", TrainOptions, int, "Parallel lanes over the corpus.")
 @_opt("--lr", TrainOptions, float, "Peak learning rate (AdamW; warm-up, then cosine decay).")
 @_opt("--epochs", TrainOptions, int, "Passes over the training text.")
-@_opt("--max-steps", TrainOptions, int, "Stop after this many optimizer steps.")
+@_opt("--max-steps", TrainOptions, int, "Stop after this many optimizer steps.", "--epochs decides")
 @_opt("--val-fraction", TrainOptions, float, "Tail of the corpus held out for validation.")
-@_opt("--eval-every", TrainOptions, int, "Steps between validations (default: 20 per run).")
+@_opt("--eval-every", TrainOptions, int, "Steps between validations.", "20 per run")
 @_opt("--seed", TrainOptions, int, "Seed for initialisation, dropout and data order.")
+@_opt("--precision", TrainOptions, click.Choice(["fp32", "bf16"]),
+      "bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16 and on GPUs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its OUTPUT.last.pt.")

@@ -55,6 +55,7 @@ class TrainOptions(_AsDict):
     weight_decay: float = 0.01
     clip: float = 1.0  # max global gradient norm
     seed: int = 0
+    precision: str = "fp32"  # "bf16": forward and backward under bfloat16 autocast (weights stay fp32)
 
     def __post_init__(self) -> None:
         _require(self.seq_len >= 1, "--seq-len must be at least 1")
@@ -66,3 +67,4 @@ class TrainOptions(_AsDict):
         _require(self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1")
         _require(self.weight_decay >= 0, "--weight-decay must be >= 0")
         _require(self.clip > 0, "--clip must be positive")
+        _require(self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")

@@ -136,13 +136,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step_no, self.total_steps, self.options.lr)
         self.model.train()
-        logits, state = self.model(x, self.state)  # (T, B, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.options.precision == "bf16"):
+            logits, state = self.model(x, self.state)  # (T, B, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip)
         self.optimizer.step()
-        self.state = (state[0].detach(), state[1].detach())
+        self.state = (state[0].detach().float(), state[1].detach().float())
         self.step_no += 1
         return loss.item()
 

@@ -1,0 +1,91 @@
+"""The sampler on known distributions: greedy, top-k, top-p, temperature, penalty, seeds."""
+
+import numpy as np
+import pytest
+
+from charlstm.runtime import BadInput, SamplingOptions
+from charlstm.runtime.sampler import choose, distribution, penalize
+
+
+def draws(logits, n=20_000, seed=0, **options) -> np.ndarray:
+    """Frequencies of each id over n draws from one row of logits."""
+    rngs = [np.random.default_rng(seed)]
+    picks = [int(choose(np.asarray([logits], np.float32), SamplingOptions(**options), rngs)[0]) for _ in range(n)]
+    return np.bincount(picks, minlength=len(logits)) / n
+
+
+def test_temperature_one_samples_the_softmax():
+    logits = np.array([2.0, 1.0, 0.0, -1.0])
+    expected = np.exp(logits) / np.exp(logits).sum()
+    freq = draws(logits, temperature=1.0)
+    # 20,000 draws: the standard error of each frequency is below 0.0035; allow 4 of them
+    np.testing.assert_allclose(freq, expected, atol=0.014)
+
+
+def test_top_k_1_is_greedy_and_top_k_keeps_k():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((50, 30)).astype(np.float32)
+    rngs = [np.random.default_rng(i) for i in range(50)]
+    top1 = choose(logits, SamplingOptions(top_k=1, temperature=1.5), rngs)
+    assert (top1 == logits.argmax(1)).all()
+    assert (top1 == choose(logits, SamplingOptions(greedy=True), rngs)).all()
+    freq = draws(np.array([3.0, 2.0, 1.0, 0.0, -1.0]), n=5000, temperature=1.0, top_k=2)
+    assert freq[2:].sum() == 0 and freq[0] > freq[1] > 0
+
+
+@pytest.mark.parametrize("p, kept", [(0.5, 1), (0.79, 2), (0.8, 2), (0.81, 3), (0.95, 3), (0.951, 4), (1.0, 4)])
+def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    order, filtered = distribution(np.log(probs)[None], SamplingOptions(temperature=1.0, top_p=p))
+    assert (order[0] == [0, 1, 2, 3]).all()
+    assert (filtered[0] > 0).sum() == kept
+    np.testing.assert_allclose(filtered[0][:kept], probs[:kept] / probs[:kept].sum())
+
+
+def test_temperature_towards_zero_approaches_greedy():
+    logits = np.array([1.0, 1.3, 0.9, -2.0])
+    spread = [1 - draws(logits, n=4000, temperature=t)[1] for t in (1.0, 0.3, 0.05)]
+    assert spread[0] > spread[1] > spread[2] and spread[2] < 0.01
+    assert draws(logits, n=200, temperature=0.0)[1] == 1.0
+
+
+def test_ties_break_towards_the_lower_id():
+    rngs = [np.random.default_rng(0)]
+    assert choose(np.zeros((1, 5), np.float32), SamplingOptions(greedy=True), rngs)[0] == 0
+    assert choose(np.zeros((1, 5), np.float32), SamplingOptions(top_k=1), rngs)[0] == 0
+
+
+def test_the_seed_reproduces_and_lanes_are_independent():
+    logits = np.random.default_rng(3).standard_normal((4, 40)).astype(np.float32)
+
+    def run(seeds):
+        rngs = [np.random.default_rng(s) for s in seeds]
+        return np.stack([choose(logits, SamplingOptions(temperature=1.0), rngs) for _ in range(200)])
+
+    a, b = run([5, 6, 7, 8]), run([5, 6, 7, 8])
+    assert (a == b).all()
+    c = run([5, 60, 7, 80])
+    assert (a[:, 0] == c[:, 0]).all() and (a[:, 2] == c[:, 2]).all() and not (a[:, 1] == c[:, 1]).all()
+
+
+def test_repetition_penalty_discourages_recent_ids_only():
+    logits = np.array([[2.0, -1.0, 2.0, 0.5]])
+    out = penalize(logits, np.array([[-1, 0, 1]]), 2.0)
+    np.testing.assert_allclose(out, [[1.0, -2.0, 2.0, 0.5]])
+    recent = np.array([[0, 0, 0]])
+    plain = draws(np.array([1.0, 1.0]), n=4000, temperature=1.0)
+    assert abs(plain[0] - 0.5) < 0.03
+    rngs = [np.random.default_rng(0)]
+    opts = SamplingOptions(temperature=1.0, repetition_penalty=3.0)
+    picks = [choose(np.array([[1.0, 1.0]], np.float32), opts, rngs, recent)[0] for _ in range(4000)]
+    expected = np.exp(1 / 3) / (np.exp(1 / 3) + np.exp(1))  # the penalized logit 1 becomes 1/3
+    assert abs(np.mean(np.array(picks) == 0) - expected) < 0.03
+
+
+@pytest.mark.parametrize("options", [
+    {"temperature": -0.1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}, {"repetition_penalty": 0},
+    {"temperature": float("nan")},
+])
+def test_bad_options(options):
+    with pytest.raises(BadInput):
+        SamplingOptions(**options)
