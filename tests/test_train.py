@@ -124,3 +124,10 @@ def test_cli_end_to_end_on_the_real_corpus(moliere_slice, tmp_path):
     unigram = -sum(n / len(train_text) * math.log(n / len(train_text)) for n in counts.values())
     assert ckpt["train"]["val_loss"] < unigram, "it must beat letter frequencies alone"
     assert out.with_name("moliere.loss.png").stat().st_size > 1000
+
+
+def test_crlf_line_ends_read_as_one_character_unless_kept(tmp_path):
+    path = tmp_path / "dos.txt"
+    path.write_bytes(markov_text(3_000).replace("f", "f\r\n").encode())
+    assert "\r" not in Corpus.load(path, 0.05).vocab
+    assert "\r" in Corpus.load(path, 0.05, normalize_newlines=False).vocab

@@ -43,6 +43,8 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--seed", TrainOptions, int, "Seed for initialisation, dropout and data order.")
 @_opt("--precision", TrainOptions, click.Choice(["fp32", "bf16"]),
       "bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16 and on GPUs.")
+@click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
+              help="Keep CR and CRLF line ends as they are. [default: read them as \\n]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its OUTPUT.last.pt.")

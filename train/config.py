@@ -55,6 +55,7 @@ class TrainOptions(_AsDict):
     weight_decay: float = 0.01
     clip: float = 1.0  # max global gradient norm
     seed: int = 0
+    normalize_newlines: bool = True  # CRLF and CR line ends read as "\n"
     precision: str = "fp32"  # "bf16": forward and backward under bfloat16 autocast (weights stay fp32)
 
     def __post_init__(self) -> None:

@@ -9,8 +9,11 @@ import torch
 from charlstm.runtime.common import BadInput, sha256_file
 
 
-def read_corpus(path: str | Path) -> str:
-    """Read a UTF-8 text file, refusing what is missing, empty, binary or not UTF-8."""
+def read_corpus(path: str | Path, normalize_newlines: bool = True) -> str:
+    """Read a UTF-8 text file, refusing what is missing, empty, binary or not UTF-8.
+
+    With normalize_newlines, Windows (CRLF) and old Mac (CR) line ends become "\n", as
+    Python's text mode reads them: one character per line break, the same on every system."""
     path = Path(path)
     if not path.exists():
         raise BadInput(f"corpus {path} does not exist")
@@ -22,12 +25,13 @@ def read_corpus(path: str | Path) -> str:
     if b"\x00" in raw:
         raise BadInput(f"corpus {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(
             f"corpus {path} is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start});"
             " convert it first, e.g. iconv -f latin1 -t utf-8"
         ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if normalize_newlines else text
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ class Corpus:
     sha256: str
 
     @classmethod
-    def load(cls, path: str | Path, val_fraction: float) -> "Corpus":
-        text = read_corpus(path)
+    def load(cls, path: str | Path, val_fraction: float, normalize_newlines: bool = True) -> "Corpus":
+        text = read_corpus(path, normalize_newlines)
         vocab = sorted(set(text))
         index = {ch: i for i, ch in enumerate(vocab)}
         ids = torch.tensor([index[ch] for ch in text], dtype=torch.long)

@@ -76,7 +76,7 @@ class Trainer:
         if ckpt:
             train_args = _merge("training option", train_args, ckpt["train"]["options"])
         self.options = TrainOptions(**train_args)
-        self.corpus = Corpus.load(corpus_path, self.options.val_fraction)
+        self.corpus = Corpus.load(corpus_path, self.options.val_fraction, self.options.normalize_newlines)
         if ckpt:
             self._check_same_corpus(ckpt)
             model_args = _merge("model option", model_args, ckpt["config"])
