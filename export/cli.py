@@ -24,13 +24,15 @@ Examples:
               help="Autoregressive steps per validation scenario.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Run the file in onnxruntime beside torch before keeping it.")
-def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool):
+@click.option("--prefill/--no-prefill", default=True, show_default=True,
+              help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
+def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool, prefill: bool):
     """Export a charlstm checkpoint to one self-contained single-step ONNX file."""
     clikit.require_extra(PROG, "torch", "onnx")
     from charlstm.export.exporter import ValidationFailed, export
 
     try:
-        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps)
+        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
         failed = ", ".join(r.output for r in e.report.rows if r.max_abs > e.report.atol)
@@ -40,7 +42,8 @@ def command(checkpoint: Path, output: Path | None, atol: float, steps: int, vali
                    err=True)
         click.echo(result.report.table(), err=True)
     ops = ", ".join(f"{op} x{n}" for op, n in sorted(result.ops.items()))
-    click.echo(f"wrote {result.path} ({result.size / 1e6:.2f} MB; ops: {ops})")
+    click.echo(f"wrote {result.path} ({result.size / 1e6:.2f} MB; ops: {ops})"
+               + (f" and {result.prefill}" if result.prefill else ""))
 
 
 def main() -> None:

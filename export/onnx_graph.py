@@ -33,23 +33,43 @@ class StepModule(nn.Module):
         return logits[0], h, c
 
 
+class PrefillModule(nn.Module):
+    """CharLSTM over a whole sequence (a prompt, a text to score), with the same state I/O."""
+
+    def __init__(self, model: CharLSTM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, h, c):  # (T, B), (L, B, H), (L, B, H)
+        logits, (h, c) = self.model(tokens, (h, c))  # (T, B, V)
+        return logits, h, c
+
+
 def export_step_graph(model: CharLSTM, vocab: list[str], provenance: dict) -> onnx.ModelProto:
     """The model as the single-step graph of the ONNX contract, with its charlstm metadata."""
-    model = model.eval()
-    cfg = model.config
-    example = (torch.zeros(2, dtype=torch.long), torch.zeros(cfg.num_layers, 2, cfg.hidden_size),
-               torch.zeros(cfg.num_layers, 2, cfg.hidden_size))
-    axes = {fmt.INPUT_TOKENS: {0: fmt.BATCH_AXIS}, fmt.OUTPUT_LOGITS: {0: fmt.BATCH_AXIS}}
+    return _export(StepModule(model), (2,), {0: fmt.BATCH_AXIS}, fmt.GRAPH_STEP, vocab, provenance)
+
+
+def export_prefill_graph(model: CharLSTM, vocab: list[str], provenance: dict) -> onnx.ModelProto:
+    """The optional sequence graph: tokens [steps, batch] → logits [steps, batch, vocab]."""
+    axes = {0: fmt.STEPS_AXIS, 1: fmt.BATCH_AXIS}
+    return _export(PrefillModule(model), (3, 2), axes, fmt.GRAPH_PREFILL, vocab, provenance)
+
+
+def _export(module: nn.Module, token_shape, token_axes, kind, vocab, provenance) -> onnx.ModelProto:
+    cfg = module.model.eval().config
+    state = torch.zeros(cfg.num_layers, 2, cfg.hidden_size)
+    axes = {fmt.INPUT_TOKENS: token_axes, fmt.OUTPUT_LOGITS: token_axes}
     axes.update({n: {1: fmt.BATCH_AXIS} for n in (fmt.INPUT_H, fmt.INPUT_C, fmt.OUTPUT_H, fmt.OUTPUT_C)})
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(StepModule(model), example, buffer, dynamo=False, opset_version=OPSET,
-                          input_names=list(fmt.INPUT_NAMES), output_names=list(fmt.OUTPUT_NAMES),
-                          dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(module, (torch.zeros(token_shape, dtype=torch.long), state, state.clone()), buffer,
+                          dynamo=False, opset_version=OPSET, input_names=list(fmt.INPUT_NAMES),
+                          output_names=list(fmt.OUTPUT_NAMES), dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
     _name_lstm_weights(proto)
-    _describe(proto, model, vocab, provenance)
+    _describe(proto, cfg, kind, vocab, provenance)
     return proto
 
 
@@ -65,18 +85,26 @@ def _name_lstm_weights(proto: onnx.ModelProto) -> None:
         node.input[:] = [renames.get(name, name) for name in node.input]
 
 
-def _describe(proto: onnx.ModelProto, model: CharLSTM, vocab: list[str], provenance: dict) -> None:
-    cfg = model.config
+_USAGE = {
+    fmt.GRAPH_STEP: "one step for a batch of independent streams. Feed `tokens` (int64 [batch], ids"
+                    " into the charlstm.vocab metadata) with `h_in`/`c_in` (float32 [num_layers, batch,"
+                    " hidden_size]; zeros start a text); read `logits` (float32 [batch, vocab_size],"
+                    " next-character scores) and feed `h_out`/`c_out` back as the next step's state.",
+    fmt.GRAPH_PREFILL: "a whole sequence at once (prompt priming, scoring), beside the step graph. Feed"
+                       " `tokens` (int64 [steps, batch]) with `h_in`/`c_in` as for the step graph; read"
+                       " `logits` (float32 [steps, batch, vocab_size]) and the state after the last step.",
+}
+
+
+def _describe(proto: onnx.ModelProto, cfg, kind: str, vocab: list[str], provenance: dict) -> None:
     proto.doc_string = proto.graph.doc_string = (
-        f"charlstm character-level LSTM ({cfg.num_layers} x {cfg.hidden_size}, {cfg.vocab_size} characters),"
-        " one step for a batch of independent streams. Feed `tokens` (int64 [batch], ids into the"
-        " charlstm.vocab metadata) with `h_in`/`c_in` (float32 [num_layers, batch, hidden_size]; zeros"
-        " start a text); read `logits` (float32 [batch, vocab_size], next-character scores) and feed"
-        " `h_out`/`c_out` back as the next step's state."
+        f"charlstm character-level LSTM ({cfg.num_layers} x {cfg.hidden_size}, {cfg.vocab_size}"
+        f" characters), {_USAGE[kind]}"
     )
-    proto.graph.name = "charlstm_step"
+    proto.graph.name = f"charlstm_{kind}"
     meta = {
         fmt.META_FORMAT: fmt.ONNX_FORMAT,
+        fmt.META_GRAPH: kind,
         fmt.META_VOCAB: json.dumps(vocab, ensure_ascii=False),
         fmt.META_NUM_LAYERS: str(cfg.num_layers),
         fmt.META_HIDDEN_SIZE: str(cfg.hidden_size),

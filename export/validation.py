@@ -32,18 +32,19 @@ class Report:
         return all(r.max_abs <= self.atol for r in self.rows)
 
     def table(self) -> str:
-        lines = [f"{'output':<8} {'max |diff|':>11} {'tolerance':>10}  {'result':<6} worst at"]
+        lines = [f"{'output':<15} {'max |diff|':>11} {'tolerance':>10}  {'result':<6} worst at"]
         for r in self.rows:
             verdict = "ok" if r.max_abs <= self.atol else "FAILED"
-            lines.append(f"{r.output:<8} {r.max_abs:>11.3e} {self.atol:>10.1e}  {verdict:<6} {r.where}")
+            lines.append(f"{r.output:<15} {r.max_abs:>11.3e} {self.atol:>10.1e}  {verdict:<6} {r.where}")
         return "\n".join(lines)
 
 
 def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = DEFAULT_ATOL, steps: int = 300,
-             batches: tuple[int, ...] = (1, 4), seed: int = 0) -> Report:
+             batches: tuple[int, ...] = (1, 4), seed: int = 0, prefill_bytes: bytes | None = None) -> Report:
     """Run torch and onnxruntime side by side, autoregressively for `steps` characters, from
-    zero and from random states, at each batch size; report the worst difference per output."""
-    runtime = Model(onnx_bytes, threads=1)
+    zero and from random states, at each batch size; report the worst difference per output.
+    With a prefill graph, also compare it on whole sequences against torch's forward."""
+    runtime = Model(onnx_bytes, prefill=prefill_bytes, threads=1)
     model = model.eval()
     gen = torch.Generator().manual_seed(seed)
     worst = {name: Worst(name) for name in fmt.OUTPUT_NAMES}
@@ -51,7 +52,30 @@ def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = DEFAULT_ATOL, ste
         for start in ("zero", "random"):
             h, c = _initial_state(model, batch, start, gen)
             _run(model, runtime, h, c, steps, gen, worst, f"batch {batch}, {start} state")
+    if prefill_bytes is not None:
+        worst.update({f"prefill {n}": Worst(f"prefill {n}") for n in fmt.OUTPUT_NAMES})
+        for start in ("zero", "random"):
+            _run_prefill(model, runtime, steps, gen, worst, start)
     return Report(list(worst.values()), atol, steps)
+
+
+@torch.no_grad()
+def _run_prefill(model, runtime, steps, gen, worst, start) -> None:
+    """The prefill graph over a random sequence (two chunks of odd length) against torch."""
+    h, c = _initial_state(model, 1, start, gen)
+    tokens = torch.randint(model.config.vocab_size, (steps,), generator=gen)
+    logits, (h2, c2) = model(tokens[:, None], (h, c))  # (T, 1, V)
+    state = runtime.new_state(1)
+    state.h[:], state.c[:] = h.numpy(), c.numpy()
+    ours, state = runtime.feed(tokens.numpy(), state, chunk=steps // 2 + 1)
+    scenario = f"prefill of {steps}, {start} state"
+    for name, a, b, lane_axis in (("logits", logits[:, 0], ours, 0), ("h_out", h2, state.h, 1),
+                                  ("c_out", c2, state.c, 1)):
+        diff = np.abs(a.numpy() - b)
+        if diff.max() > worst[f"prefill {name}"].max_abs:
+            where = np.unravel_index(diff.argmax(), diff.shape)
+            place = f"step {where[0]}" if name == "logits" else f"lane {where[lane_axis]}"
+            worst[f"prefill {name}"] = Worst(f"prefill {name}", float(diff.max()), f"{scenario}, {place}")
 
 
 def _initial_state(model: CharLSTM, batch: int, start: str, gen: torch.Generator):

@@ -14,8 +14,16 @@ INPUT_NAMES = (INPUT_TOKENS, INPUT_H, INPUT_C)
 OUTPUT_NAMES = (OUTPUT_LOGITS, OUTPUT_H, OUTPUT_C)
 BATCH_AXIS = "batch"
 
+# The optional prefill graph, written beside the step graph (model.onnx → model.prefill.onnx):
+# the same names, with tokens [steps, batch] and logits [steps, batch, vocab_size].
+PREFILL_SUFFIX = ".prefill.onnx"
+STEPS_AXIS = "steps"
+GRAPH_STEP = "step"
+GRAPH_PREFILL = "prefill"
+
 # metadata_props of the ONNX file: everything a runtime needs, as strings.
 META_FORMAT = "charlstm.format"
+META_GRAPH = "charlstm.graph"  # GRAPH_STEP or GRAPH_PREFILL
 META_VOCAB = "charlstm.vocab"  # JSON list of characters, index = token id
 META_NUM_LAYERS = "charlstm.num_layers"
 META_HIDDEN_SIZE = "charlstm.hidden_size"

@@ -111,15 +111,17 @@ class Score:
         return self.nats_per_char / math.log(2)
 
 
-def score(model: Model, text: str, unknown: str = "error") -> Score:
+def score(model: Model, text: str, unknown: str = "error", chunk: int = 4096) -> Score:
     """Mean cross-entropy of each character of `text` given those before it, from zero state."""
     ids = model.encode(text, unknown)
     if len(ids) < 2:
         raise BadInput("scoring needs a text of at least 2 known characters")
     state, total = model.new_state(1), 0.0
-    for current, target in zip(ids[:-1], ids[1:]):
-        logits, state = model.step(current[None], state)
-        z = logits[0].astype(np.float64)
-        top = z.max()
-        total += top + math.log(np.exp(z - top).sum()) - z[target]
+    for start in range(0, len(ids) - 1, chunk):
+        inputs, targets = ids[start : start + chunk], ids[start + 1 : start + chunk + 1]
+        logits, state = model.feed(inputs[: len(targets)], state)  # (T, V)
+        z = logits.astype(np.float64)
+        top = z.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        total += float((log_norm - z[np.arange(len(targets)), targets]).sum())
     return Score(total / (len(ids) - 1), len(ids) - 1)

@@ -46,37 +46,48 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def prefill_path(step_path: str | os.PathLike) -> Path:
+    """Where the optional prefill graph of a step graph lives: model.onnx → model.prefill.onnx."""
+    path = Path(step_path)
+    return path.with_name(path.name.removesuffix(".onnx") + fmt.PREFILL_SUFFIX)
+
+
 class Model:
     """A charlstm ONNX model loaded in onnxruntime; everything it needs comes from the file.
 
-    `source` is a path or the file's bytes. `threads` sets onnxruntime's intra-op threads;
-    `session_options` and `providers` are passed to onnxruntime as they are."""
+    `source` is a path or the file's bytes. `prefill` is the optional prefill graph (a path or
+    bytes) that feeds prompts and scores texts in one call; "auto" looks for model.prefill.onnx
+    beside a model.onnx path; None never uses one. `threads` sets onnxruntime's intra-op
+    threads; `session_options` and `providers` go to onnxruntime as they are."""
 
-    def __init__(self, source: str | os.PathLike | bytes, *, threads: int | None = None,
+    def __init__(self, source: str | os.PathLike | bytes, *, prefill="auto", threads: int | None = None,
                  session_options: ort.SessionOptions | None = None, providers: list | None = None):
         self.name = "<bytes>" if isinstance(source, bytes) else str(source)
-        self._session = _open_session(source, self.name, threads, session_options, providers)
-        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
-        self._read_metadata()
+        opened = (threads, session_options, providers)
+        self._session = _open_session(source, self.name, *opened)
+        self.metadata = _read_metadata(self._session, self.name, fmt.GRAPH_STEP)
+        self.vocab: list[str] = json.loads(self.metadata[fmt.META_VOCAB])
+        self.num_layers = int(self.metadata[fmt.META_NUM_LAYERS])
+        self.hidden_size = int(self.metadata[fmt.META_HIDDEN_SIZE])
+        self.vocab_size = int(self.metadata[fmt.META_VOCAB_SIZE])
         self._index = {ch: i for i, ch in enumerate(self.vocab)}
+        if prefill == "auto":
+            beside = None if isinstance(source, bytes) else prefill_path(source)
+            prefill = beside if beside is not None and beside.is_file() else None
+        self._prefill = self._open_prefill(prefill, opened) if prefill is not None else None
 
-    def _read_metadata(self) -> None:
-        meta, name = self.metadata, self.name
-        if fmt.META_FORMAT not in meta:
-            raise BadInput(f"{name} is an ONNX file without charlstm metadata; make it with charlstm-export")
-        if meta[fmt.META_FORMAT] != fmt.ONNX_FORMAT:
-            raise BadInput(f"{name} has format {meta[fmt.META_FORMAT]!r}; this runtime reads {fmt.ONNX_FORMAT!r}")
-        try:
-            self.vocab: list[str] = json.loads(meta[fmt.META_VOCAB])
-            self.num_layers = int(meta[fmt.META_NUM_LAYERS])
-            self.hidden_size = int(meta[fmt.META_HIDDEN_SIZE])
-            self.vocab_size = int(meta[fmt.META_VOCAB_SIZE])
-        except (KeyError, ValueError) as e:
-            raise BadInput(f"{name} has broken charlstm metadata ({e})") from None
-        inputs = tuple(i.name for i in self._session.get_inputs())
-        outputs = tuple(o.name for o in self._session.get_outputs())
-        if len(self.vocab) != self.vocab_size or inputs != fmt.INPUT_NAMES or outputs != fmt.OUTPUT_NAMES:
-            raise BadInput(f"{name} does not match its charlstm metadata (inputs, outputs or vocabulary)")
+    def _open_prefill(self, prefill, opened) -> ort.InferenceSession:
+        name = "<prefill bytes>" if isinstance(prefill, bytes) else str(prefill)
+        session = _open_session(prefill, name, *opened)
+        meta = _read_metadata(session, name, fmt.GRAPH_PREFILL)
+        if meta[fmt.META_CHECKPOINT_SHA256] != self.metadata[fmt.META_CHECKPOINT_SHA256]:
+            raise BadInput(f"{name} was exported from another checkpoint than {self.name};"
+                           " export both again, or delete it")
+        return session
+
+    @property
+    def has_prefill(self) -> bool:
+        return self._prefill is not None
 
     # -- text <-> ids ----------------------------------------------------------------
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
@@ -108,15 +119,50 @@ class Model:
         logits, h, c = self._session.run(fmt.OUTPUT_NAMES, feed)
         return logits, State(h, c)
 
+    def feed(self, ids, state: State | None = None, chunk: int = 4096) -> tuple[np.ndarray, State]:
+        """Feed ids (T,) to one stream: the logits after each (T, V) and the state after the
+        last. One prefill-graph call per `chunk` ids when there is a prefill graph."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        state = state or self.new_state(1)
+        logits = [np.zeros((0, self.vocab_size), np.float32)]
+        if self._prefill is None:
+            for token in ids:
+                out, state = self.step(token[None], state)
+                logits.append(out)
+        for start in range(0, len(ids) if self._prefill else 0, chunk):
+            feed = {fmt.INPUT_TOKENS: ids[start : start + chunk, None], fmt.INPUT_H: state.h, fmt.INPUT_C: state.c}
+            out, h, c = self._prefill.run(fmt.OUTPUT_NAMES, feed)  # (T, 1, V)
+            logits.append(out[:, 0])
+            state = State(h, c)
+        return np.concatenate(logits), state
+
     def prime(self, ids, state: State | None = None) -> tuple[np.ndarray, State]:
         """Feed a prompt's ids (T,), T ≥ 1, to one stream; the logits (1, V) after its last one."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if len(ids) == 0:
+        if np.asarray(ids).size == 0:
             raise ValueError("prime needs at least one token")
-        state = state or self.new_state(1)
-        for token in ids:
-            logits, state = self.step(token[None], state)
-        return logits, state
+        logits, state = self.feed(ids, state)
+        return logits[-1:], state
+
+
+def _read_metadata(session: ort.InferenceSession, name: str, kind: str) -> dict[str, str]:
+    """The charlstm metadata of a step or prefill graph, checked against its inputs and outputs."""
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if fmt.META_FORMAT not in meta:
+        raise BadInput(f"{name} is an ONNX file without charlstm metadata; make it with charlstm-export")
+    if meta[fmt.META_FORMAT] != fmt.ONNX_FORMAT:
+        raise BadInput(f"{name} has format {meta[fmt.META_FORMAT]!r}; this runtime reads {fmt.ONNX_FORMAT!r}")
+    if meta.get(fmt.META_GRAPH, fmt.GRAPH_STEP) != kind:
+        raise BadInput(f"{name} is a charlstm {meta[fmt.META_GRAPH]} graph; give the {kind} graph")
+    try:
+        vocab = json.loads(meta[fmt.META_VOCAB])
+        sizes = [int(meta[key]) for key in (fmt.META_NUM_LAYERS, fmt.META_HIDDEN_SIZE, fmt.META_VOCAB_SIZE)]
+    except (KeyError, ValueError) as e:
+        raise BadInput(f"{name} has broken charlstm metadata ({e})") from None
+    inputs = tuple(i.name for i in session.get_inputs())
+    outputs = tuple(o.name for o in session.get_outputs())
+    if len(vocab) != sizes[2] or inputs != fmt.INPUT_NAMES or outputs != fmt.OUTPUT_NAMES:
+        raise BadInput(f"{name} does not match its charlstm metadata (inputs, outputs or vocabulary)")
+    return meta
 
 
 def _open_session(source, name, threads, session_options, providers) -> ort.InferenceSession:

@@ -37,3 +37,15 @@ def test_texts_match_torch(golden):
     model, _, texts = golden
     assert generate(model, texts["prompt"], texts["length"], greedy=True) == texts["greedy"]
     assert generate(model, texts["prompt"], texts["length"], seed=texts["seed"], **texts["sampling"]) == texts["sampled"]
+
+
+def test_prefill_graph_matches_torch(golden):
+    model, rec, _ = golden
+    assert model.has_prefill  # tiny.prefill.onnx lies beside tiny.onnx
+    for lane in range(rec["tokens"].shape[1]):
+        state = model.new_state(1)
+        state.h[:], state.c[:] = rec["h0"][:, lane : lane + 1], rec["c0"][:, lane : lane + 1]
+        logits, state = model.feed(rec["tokens"][:, lane], state, chunk=64)
+        failure = parity_failure("logits", 0, logits, rec["logits"][:, lane], lane_axis=0)
+        assert failure is None, f"prefill vs recorded torch, lane {lane}: {failure} (the 'lane' is the step)"
+        assert parity_failure("c", len(logits), state.c, rec["c"][-1][:, lane : lane + 1], 1) is None
