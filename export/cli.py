@@ -11,6 +11,7 @@ EXAMPLES = """\b
 Examples:
   charlstm-export model.pt                 # writes model.onnx beside it
   charlstm-export model.pt -o app/assets/moliere.onnx --atol 1e-5
+  charlstm-export model.pt --quantize int8      # writes model.int8.onnx
 """
 
 
@@ -24,19 +25,24 @@ Examples:
               help="Autoregressive steps per validation scenario.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Run the file in onnxruntime beside torch before keeping it.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Write int8 weights (about 4x smaller, faster on CPUs) [default output: CHECKPOINT.int8.onnx].")
+@click.option("--max-kl", type=float, default=0.01, show_default=True,
+              help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,
               help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
-def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool, prefill: bool):
+def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool, prefill: bool,
+            quantize: str | None, max_kl: float):
     """Export a charlstm checkpoint to one self-contained single-step ONNX file."""
     clikit.require_extra(PROG, "torch", "onnx")
     from charlstm.export.exporter import ValidationFailed, export
 
     try:
-        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill)
+        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill,
+                        quantize=quantize, max_kl=max_kl)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
-        failed = ", ".join(r.output for r in e.report.rows if r.max_abs > e.report.atol)
-        clikit.fail(PROG, f"validation failed for {failed} (over --atol {atol}); nothing was written", 1)
+        clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", 1)
     if result.report is not None:
         click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
                    err=True)

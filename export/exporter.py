@@ -3,8 +3,11 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
-from charlstm.export.validation import DEFAULT_ATOL, Report, validate
+from charlstm.export.quantize import quantize_int8
+from charlstm.export.validation import DEFAULT_ATOL, DEFAULT_MAX_KL, Report, validate
 from charlstm.runtime.common import BadInput, atomic_write, check_writable_destination, sha256_file
 from charlstm.runtime.model import prefill_path
 from charlstm.train import checkpoint
@@ -27,37 +30,46 @@ class ExportResult:
     prefill: Path | None = None  # the prefill graph written beside, if any
 
 
-def default_output(checkpoint_path: str | Path) -> Path:
-    """model.pt → model.onnx, beside it."""
-    return Path(checkpoint_path).with_suffix(".onnx")
+def default_output(checkpoint_path: str | Path, quantize: str | None = None) -> Path:
+    """model.pt → model.onnx (model.int8.onnx when quantized), beside it."""
+    return Path(checkpoint_path).with_suffix(f".{quantize}.onnx" if quantize else ".onnx")
 
 
 def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
-           atol: float = DEFAULT_ATOL, steps: int = 300, prefill: bool = True) -> ExportResult:
+           atol: float = DEFAULT_ATOL, steps: int = 300, prefill: bool = True, quantize: str | None = None,
+           max_kl: float = DEFAULT_MAX_KL) -> ExportResult:
     """Export a checkpoint to the single-step ONNX graph (and, with `prefill`, the sequence
     graph beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
-    onnxruntime and torch disagree by more than `atol`."""
-    if not atol >= 0:
-        raise BadInput("--atol must be >= 0")
-    out = check_writable_destination(out or default_output(checkpoint_path))
+    onnxruntime and torch disagree by more than `atol` or, with quantize="int8", when the
+    next-character distributions differ by more than `max_kl` nats per character."""
+    if not atol >= 0 or not max_kl >= 0:
+        raise BadInput("--atol and --max-kl must be >= 0")
+    if quantize not in (None, "int8"):
+        raise BadInput(f"--quantize must be int8, not {quantize!r}")
+    out = check_writable_destination(out or default_output(checkpoint_path, quantize))
     ckpt = checkpoint.load(checkpoint_path)
     model = checkpoint.build_model(ckpt)
     provenance = {"checkpoint_sha256": sha256_file(checkpoint_path),
                   "val_loss": repr(float(ckpt["train"].get("val_loss", float("nan"))))}
     proto = export_step_graph(model, ckpt["vocab"], provenance)
     check_graph(proto)
-    data = proto.SerializeToString()
-    prefill_data = None
+    ops = op_inventory(proto)
+    data, prefill_data = proto.SerializeToString(), None
     if prefill:
         prefill_proto = export_prefill_graph(model, ckpt["vocab"], provenance)
         check_graph(prefill_proto)
         prefill_data = prefill_proto.SerializeToString()
-    report = validate(model, data, atol=atol, steps=steps, prefill_bytes=prefill_data) if validate_graph else None
+    if quantize:
+        data, prefill_data = quantize_int8(data), prefill_data and quantize_int8(prefill_data)
+        ops = op_inventory(onnx.load_from_string(data))
+    report = None
+    if validate_graph:
+        report = validate(model, data, atol=atol, steps=steps, prefill_bytes=prefill_data,
+                          max_kl=max_kl if quantize else None)
     if report is not None and not report.ok:
         raise ValidationFailed(report)
     _write_pair(out, data, prefill_data)
-    return ExportResult(out, len(data), op_inventory(proto), report,
-                        prefill_path(out) if prefill_data else None)
+    return ExportResult(out, len(data), ops, report, prefill_path(out) if prefill_data else None)
 
 
 def _write_pair(out: Path, data: bytes, prefill_data: bytes | None) -> None:

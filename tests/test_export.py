@@ -97,7 +97,7 @@ def test_export_is_deterministic(tiny_checkpoint, tmp_path):
 def test_validation_passes_and_catches_a_corrupted_graph(tiny_checkpoint, tiny_onnx):
     model = build_model(load_checkpoint(tiny_checkpoint))
     good = validate(model, tiny_onnx.read_bytes(), steps=50)
-    assert good.ok and [r.output for r in good.rows] == ["logits", "h_out", "c_out"]
+    assert good.ok and [r.output for r in good.rows] == ["logits", "h_out", "c_out", "KL nats/char"]
     proto = onnx.load(tiny_onnx)
     weight = next(i for i in proto.graph.initializer if i.name == "lstm.l1.R")
     values = onnx.numpy_helper.to_array(weight).copy()
@@ -105,9 +105,9 @@ def test_validation_passes_and_catches_a_corrupted_graph(tiny_checkpoint, tiny_o
     weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
     bad = validate(model, proto.SerializeToString(), steps=50)
     assert not bad.ok
-    failed = {r.output: r for r in bad.rows if r.max_abs > bad.atol}
-    assert set(failed) == {"logits", "h_out", "c_out"}
-    assert "step" in failed["logits"].where and "FAILED" in bad.table()
+    assert set(bad.failed) == {"logits", "h_out", "c_out"}
+    worst_logits = next(r for r in bad.rows if r.output == "logits")
+    assert "step" in worst_logits.where and "lane" in worst_logits.where and "FAILED" in bad.table()
 
 
 def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
@@ -163,3 +163,21 @@ def test_without_the_train_extra(tiny_checkpoint, tmp_path):
     for missing in ("torch", "onnx"):
         proc = run_cli("charlstm-export", tiny_checkpoint, env=blocked_env(tmp_path, missing))
         assert_bad_input(proc, missing, "pip install 'charlstm[train]'")
+
+
+def test_int8_export(tiny_corpus, tmp_path):
+    from charlstm.runtime import Model, generate
+
+    ckpt = train_tiny(tiny_corpus, tmp_path / "m.pt", {"hidden_size": 128, "embed_dim": 16}).best
+    fp32 = export(ckpt, tmp_path / "m.onnx")
+    proc = run_cli("charlstm-export", ckpt, "--quantize", "int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "KL nats/char" in proc.stderr and " ok " in proc.stderr.splitlines()[-1]
+    int8 = tmp_path / "m.int8.onnx"
+    ops = op_inventory(onnx.load(int8))
+    assert ops["DynamicQuantizeLSTM"] == 2 and "LSTM" not in ops and "MatMulInteger" in ops
+    assert int8.stat().st_size < 0.3 * fp32.size
+    model = Model(int8)
+    assert model.has_prefill and model.vocab == list("abcdef")
+    assert len(generate(model, "abc", 50, seed=0)) == 50
+    assert_bad_input(run_cli("charlstm-export", ckpt, "--quantize", "int4"), "--quantize")
