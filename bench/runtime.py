@@ -1,0 +1,197 @@
+"""Runtime benchmark: generation, priming, batching, cold start, footprint, int8 — one table.
+
+    python bench/runtime.py [--checkpoint models/moliere.pt] [--footprint] [--out bench/results]
+
+Exports the checkpoint (fp32 with its prefill graph, and int8) into a temporary folder, and a
+128 x 1 contrast model trained for a few seconds on the corpus. Every comparison is measured in
+the same run, `--repeats` times, medians reported. Writes runtime.json and runtime.png to --out.
+Needs the train extra (torch is the baseline).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charlstm.export import export
+from charlstm.runtime import Model, generate, score, stream_batch
+from charlstm.train import Trainer, build_model, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "moliere.txt"
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torch_step_loop(ckpt_path: Path, n: int):
+    """The notebook way: the checkpoint in torch, one character per call, default settings."""
+    model = build_model(load_checkpoint(ckpt_path))
+
+    def run():
+        with torch.no_grad():
+            token, state = torch.zeros(1, 1, dtype=torch.long), None
+            for _ in range(n):
+                logits, state = model(token, state)
+                token = torch.multinomial(torch.softmax(logits[0], -1), 1)
+    return run
+
+
+def weight_floor(ckpt_path: Path, n: int):
+    """Streaming every weight matrix once per character: numpy matrix-vector products."""
+    sd = load_checkpoint(ckpt_path)["state_dict"]
+    mats = [v.numpy() for k, v in sd.items() if k.startswith(("lstm.weight", "head.weight"))]
+    vecs = [np.ones(m.shape[1], np.float32) for m in mats]
+
+    def run():
+        for _ in range(n):
+            for m, v in zip(mats, vecs):
+                m @ v
+    return run
+
+
+def cold_start(cmd: list[str], repeats: int) -> float:
+    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
+
+
+def peak_rss_mb(model_path: Path, n: int) -> float:
+    """VmHWM of a fresh process generating n characters (ru_maxrss would carry over the
+    parent's peak across exec)."""
+    code = (f"from charlstm.runtime import Model, stream\n"
+            f"for _ in stream(Model({str(model_path)!r}), 'A', {n}, seed=0): pass\n"
+            f"print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return int(out) / 1024
+
+
+def venv_size_mb(extras: str, folder: Path) -> float:
+    venv.create(folder, with_pip=True)
+    pip = [str(folder / "bin" / "pip"), "install", "-q"]
+    if "train" in extras:
+        subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, f"{ROOT}{extras}"], check=True)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
+def contrast_checkpoint(folder: Path) -> Path:
+    Trainer(CORPUS, {"hidden_size": 128, "num_layers": 1}, {"max_steps": 60}).run(
+        folder / "small.pt", progress=False, log=lambda m: None)
+    return folder / "small.pt"
+
+
+def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
+    fp32 = export(ckpt, folder / f"{name}.onnx").path
+    int8 = export(ckpt, folder / f"{name}.int8.onnx", quantize="int8").path
+    model, plain = Model(fp32), Model(fp32, prefill=None)
+    n, r = args.chars, args.repeats
+    row = {"model": name, "size_mb": fp32.stat().st_size / 1e6, "int8_size_mb": int8.stat().st_size / 1e6}
+    row["runtime_cps"] = n / median_time(lambda: generate(model, "\n", n, seed=0), r)
+    row["torch_cps"] = n / median_time(torch_step_loop(ckpt, n), r)
+    row["floor_cps"] = n / median_time(weight_floor(ckpt, n), r)
+    row["int8_cps"] = n / median_time(lambda: generate(Model(int8), "\n", n, seed=0), r)
+    prompt = CORPUS.read_text(encoding="utf-8")[100_000:102_000]
+    row["prime_prefill_ms"] = 1e3 * median_time(lambda: generate(model, prompt, 1, seed=0), r)
+    row["prime_steps_ms"] = 1e3 * median_time(lambda: generate(plain, prompt, 1, seed=0), r)
+    for batch in (1, 8, 64, 256):
+        steps = max(50, n // batch)
+        row[f"batch{batch}_cps"] = batch * steps / median_time(
+            lambda: [None for _ in stream_batch(model, "\n", steps, num_samples=batch, seed=0)], r)
+    sample = [str(Path(sys.executable).parent / "charlstm-sample"), str(fp32), "-n", "1", "--seed", "0"]
+    row["cold_start_s"] = cold_start(sample, r)
+    torch_cmd = [sys.executable, "-c", "import sys, torch; from charlstm.train import build_model, load_checkpoint;"
+                 " m = build_model(load_checkpoint(sys.argv[1])); m(torch.zeros(1, 1, dtype=torch.long))", str(ckpt)]
+    row["torch_cold_start_s"] = cold_start(torch_cmd, r)
+    row["peak_rss_mb"] = peak_rss_mb(fp32, 20_000)
+    val = CORPUS.read_text(encoding="utf-8")
+    val = val[len(val) - int(len(val) * 0.05):][: args.val_chars]
+    row["val_nats"], row["int8_val_nats"] = score(model, val).nats_per_char, score(Model(int8), val).nats_per_char
+    return row
+
+
+TARGETS = [  # (what, value(row), target text, passed(row))
+    ("batch-1 generation vs torch step loop", lambda r: r["runtime_cps"] / r["torch_cps"], ">= 10x", lambda x: x >= 10),
+    ("weight-streaming floor / runtime time", lambda r: r["floor_cps"] / r["runtime_cps"], "<= 1.25x", lambda x: x <= 1.25),
+    ("priming 2,000 chars: steps / prefill", lambda r: r["prime_steps_ms"] / r["prime_prefill_ms"], ">= 3x", lambda x: x >= 3),
+    ("batch 64 / batch 1 chars/s", lambda r: r["batch64_cps"] / r["batch1_cps"], ">= 5x", lambda x: x >= 5),
+    ("cold start, seconds", lambda r: r["cold_start_s"], "< 0.4 s", lambda x: x < 0.4),
+    ("cold start: torch / runtime", lambda r: r["torch_cold_start_s"] / r["cold_start_s"], ">= 4x", lambda x: x >= 4),
+    ("peak RSS generating, MB", lambda r: r["peak_rss_mb"], "< 150", lambda x: x < 150),
+    ("int8 size / fp32 size", lambda r: r["int8_size_mb"] / r["size_mb"], "<= 0.30", lambda x: x <= 0.3),
+    ("int8 - fp32 validation nats/char", lambda r: r["int8_val_nats"] - r["val_nats"], "<= 0.01", lambda x: x <= 0.01),
+    ("int8 / fp32 batch-1 chars/s", lambda r: r["int8_cps"] / r["runtime_cps"], "> 1x", lambda x: x > 1),
+]
+
+
+def print_table(rows: list[dict], footprint: dict | None) -> None:
+    keys = [k for k in rows[0] if k != "model"]
+    print(f"{'measure':<22}" + "".join(f"{r['model']:>16}" for r in rows))
+    for k in keys:
+        print(f"{k:<22}" + "".join(f"{r[k]:>16,.3f}" if r[k] < 100 else f"{r[k]:>16,.0f}" for r in rows))
+    print(f"\n{'target (' + rows[0]['model'] + ')':<42} {'measured':>10} {'target':>9}")
+    for what, value, text, passed in TARGETS:
+        x = value(rows[0])
+        print(f"{what:<42} {x:>10.3f} {text:>9}  {'met' if passed(x) else 'NOT MET'}")
+    if footprint:
+        ratio = footprint["train_mb"] / footprint["base_mb"]
+        print(f"{'venv: base / train install, MB':<42} {footprint['base_mb']:>6.0f} / {footprint['train_mb']:.0f}"
+              f"  (1/{ratio:.1f}; target <= 1/8: {'met' if ratio >= 8 else 'NOT MET'})")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["torch step loop", "runtime fp32", "runtime int8", "weight floor"]
+    keys = ["torch_cps", "runtime_cps", "int8_cps", "floor_cps"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.5), dpi=100)
+    for ax, row in zip(np.atleast_1d(axes), rows):
+        ax.barh(labels, [row[k] for k in keys], color=["#999", "#2a7", "#27a", "#ccc"])
+        ax.set_title(f"{row['model']}: batch-1 characters/second")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "moliere.pt")
+    parser.add_argument("--chars", type=int, default=1000)
+    parser.add_argument("--val-chars", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--footprint", action="store_true", help="also build two virtual environments")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; medians of {args.repeats}\n", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rows = [bench_model("default", args.checkpoint, folder, args),
+                bench_model("128x1", contrast_checkpoint(folder), folder, args)]
+        footprint = None
+        if args.footprint:
+            footprint = {"base_mb": venv_size_mb("", folder / "base"), "train_mb": venv_size_mb("[train]", folder / "train")}
+    print_table(rows, footprint)
+    (args.out / "runtime.json").write_text(json.dumps({"rows": rows, "footprint": footprint}, indent=2))
+    plot(rows, args.out / "runtime.png")
+    print(f"\nwrote {args.out / 'runtime.json'} and {args.out / 'runtime.png'}")
+
+
+if __name__ == "__main__":
+    main()
