@@ -72,8 +72,13 @@ def choose(logits: np.ndarray, options: SamplingOptions, rngs: list[np.random.Ge
         logits = penalize(logits, recent, options.repetition_penalty)
     if options.is_greedy:
         return logits.argmax(axis=1).astype(np.int64)
-    order, probs = distribution(logits, options)
+    if options.top_k is None and options.top_p is None:  # no filter: no sort needed
+        z = logits.astype(np.float64)
+        probs = np.exp((z - z.max(axis=1, keepdims=True)) / options.temperature)
+        order = None
+    else:
+        order, probs = distribution(logits, options)
     cdf = np.cumsum(probs, axis=1)  # (B, V)
     u = np.array([rng.random() for rng in rngs]) * cdf[:, -1]
     pick = np.minimum((cdf <= u[:, None]).sum(axis=1), probs.shape[1] - 1)
-    return order[np.arange(len(order)), pick].astype(np.int64)
+    return (pick if order is None else order[np.arange(len(order)), pick]).astype(np.int64)
