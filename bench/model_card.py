@@ -52,9 +52,12 @@ def main() -> None:
         "chars_per_second_batch1": chars_per_second(model),
     }
     print(json.dumps(figures, indent=2))
+    print(f"\n| validation nats/char, whole split ({len(val):,} characters, zero state) |"
+          f" {figures['val_nats_per_char']:.4f} |")
+    print(f"| validation nats/char, first {args.slice:,} characters of the split | {figures['slice_nats_per_char']:.4f} |")
     for temperature, seed in SAMPLES:
         text = generate(model, args.prime, 400, temperature=temperature, seed=seed)
-        print(f"\n--- temperature {temperature}, seed {seed} ---\n{text}")
+        print(f"\n### temperature {temperature}, seed {seed}\n\n```text\n{text}\n```")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def _steps(model, logits, state, n, options, rngs, recent, stop) -> Iterator[lis
         yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens)]
         if all(m.done for m in matchers) or t == n - 1:
             break
-        recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
+        if options.repetition_penalty != 1.0:
+            recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
         logits, state = model.step(tokens, state)
     yield [m.flush() for m in matchers]
 
