@@ -20,7 +20,9 @@ Examples:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest |torch - onnxruntime| difference accepted by the validation.")
+              help="Validation: |torch - onnxruntime| may reach atol + rtol * |torch|.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True,
+              help="Validation: the relative part, for the cell state, which grows large.")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Autoregressive steps per validation scenario.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
@@ -31,15 +33,15 @@ Examples:
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,
               help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
-def command(checkpoint: Path, output: Path | None, atol: float, steps: int, validate: bool, prefill: bool,
-            quantize: str | None, max_kl: float):
+def command(checkpoint: Path, output: Path | None, atol: float, rtol: float, steps: int, validate: bool,
+            prefill: bool, quantize: str | None, max_kl: float):
     """Export a charlstm checkpoint to one self-contained single-step ONNX file."""
     clikit.require_extra(PROG, "torch", "onnx")
     from charlstm.export.exporter import ValidationFailed, export
 
     try:
         result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill,
-                        quantize=quantize, max_kl=max_kl)
+                        quantize=quantize, max_kl=max_kl, rtol=rtol)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
         clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", 1)

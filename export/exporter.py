@@ -7,7 +7,7 @@ import onnx
 
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
 from charlstm.export.quantize import quantize_int8
-from charlstm.export.validation import DEFAULT_ATOL, DEFAULT_MAX_KL, Report, validate
+from charlstm.export.validation import DEFAULT_ATOL, DEFAULT_MAX_KL, DEFAULT_RTOL, Report, validate
 from charlstm.runtime.common import BadInput, atomic_write, check_writable_destination, sha256_file
 from charlstm.runtime.model import prefill_path
 from charlstm.train import checkpoint
@@ -37,13 +37,13 @@ def default_output(checkpoint_path: str | Path, quantize: str | None = None) -> 
 
 def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
            atol: float = DEFAULT_ATOL, steps: int = 300, prefill: bool = True, quantize: str | None = None,
-           max_kl: float = DEFAULT_MAX_KL) -> ExportResult:
+           max_kl: float = DEFAULT_MAX_KL, rtol: float = DEFAULT_RTOL) -> ExportResult:
     """Export a checkpoint to the single-step ONNX graph (and, with `prefill`, the sequence
     graph beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
-    onnxruntime and torch disagree by more than `atol` or, with quantize="int8", when the
-    next-character distributions differ by more than `max_kl` nats per character."""
-    if not atol >= 0 or not max_kl >= 0:
-        raise BadInput("--atol and --max-kl must be >= 0")
+    onnxruntime and torch disagree by more than atol + rtol * |torch| or, with quantize="int8",
+    when the next-character distributions differ by more than `max_kl` nats per character."""
+    if not (atol >= 0 and rtol >= 0 and max_kl >= 0):
+        raise BadInput("--atol, --rtol and --max-kl must be >= 0")
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize must be int8, not {quantize!r}")
     out = check_writable_destination(out or default_output(checkpoint_path, quantize))
@@ -65,7 +65,7 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
     report = None
     if validate_graph:
         report = validate(model, data, atol=atol, steps=steps, prefill_bytes=prefill_data,
-                          max_kl=max_kl if quantize else None)
+                          max_kl=max_kl if quantize else None, rtol=rtol)
     if report is not None and not report.ok:
         raise ValidationFailed(report)
     _write_pair(out, data, prefill_data)

@@ -9,20 +9,31 @@ from charlstm.runtime import Model
 from charlstm.runtime import formats as fmt
 from charlstm.train.model import CharLSTM
 
-DEFAULT_ATOL = 1e-4  # float32 kernels differ in summation order; trained 2x512 drifts ~1e-5 in 500 steps
+# Two float32 implementations differ in summation order; over hundreds of carried steps the
+# differences grow to ~1e-5 on logits and h (order 1). The cell state c is unbounded (tens in
+# trained models) and drifts in proportion: 3x512 trained reached 2.3e-4 on c in 300 steps.
+# So an element passes when |diff| <= atol + rtol * |torch value|.
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-5
 DEFAULT_MAX_KL = 0.01  # int8: mean KL(torch || onnx) per character, in nats; ~ the loss it may add
 KL = "KL nats/char"
 
 
 @dataclass
 class Worst:
-    """The largest |torch - onnxruntime| seen for one output, where it happened, and the limit
-    it is judged by (None: shown, not judged)."""
+    """The worst |torch - onnxruntime| of one output against its allowance (atol + rtol |torch|),
+    and where it happened. `judged` False: shown, not judged (the outputs of an int8 graph)."""
 
     output: str
-    max_abs: float = 0.0
+    judged: bool = True
+    max_abs: float = 0.0  # the difference at the worst element
+    limit: float = 0.0  # what that element allows
     where: str = "-"
-    limit: float | None = None
+    ratio: float = 0.0  # max_abs / limit, the quantity that is maximised
+
+    @property
+    def ok(self) -> bool:
+        return not self.judged or self.max_abs <= self.limit
 
 
 @dataclass
@@ -32,50 +43,55 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(r.limit is None or r.max_abs <= r.limit for r in self.rows)
+        return all(r.ok for r in self.rows)
 
     @property
     def failed(self) -> list[str]:
-        return [r.output for r in self.rows if r.limit is not None and r.max_abs > r.limit]
+        return [r.output for r in self.rows if not r.ok]
 
     def table(self) -> str:
-        lines = [f"{'output':<15} {'max |diff|':>11} {'tolerance':>10}  {'result':<6} worst at"]
+        lines = [f"{'output':<15} {'|diff|':>10} {'allowed':>9}  {'result':<6} worst at"]
         for r in self.rows:
-            verdict = "-" if r.limit is None else "ok" if r.max_abs <= r.limit else "FAILED"
-            limit = "-" if r.limit is None else f"{r.limit:.1e}"
-            lines.append(f"{r.output:<15} {r.max_abs:>11.3e} {limit:>10}  {verdict:<6} {r.where}")
+            verdict, limit = ("ok" if r.ok else "FAILED", f"{r.limit:.1e}") if r.judged else ("-", "-")
+            lines.append(f"{r.output:<15} {r.max_abs:>10.3e} {limit:>9}  {verdict:<6} {r.where}")
         return "\n".join(lines)
 
 
 def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = DEFAULT_ATOL, steps: int = 300,
              batches: tuple[int, ...] = (1, 4), seed: int = 0, prefill_bytes: bytes | None = None,
-             max_kl: float | None = None) -> Report:
+             max_kl: float | None = None, rtol: float = DEFAULT_RTOL) -> Report:
     """Run torch and onnxruntime side by side, autoregressively for `steps` characters, from
     zero and from random states, at each batch size; report the worst difference per output
     and the mean KL divergence of the next-character distributions. With a prefill graph, also
-    compare it on whole sequences against torch's forward. Outputs are judged by `atol`, or,
-    for a quantized graph (`max_kl` given), the KL divergence alone is judged."""
+    compare it on whole sequences against torch's forward. Outputs are judged by
+    atol + rtol * |torch|, or, for a quantized graph (`max_kl` given), the KL divergence alone."""
     runtime = Model(onnx_bytes, prefill=prefill_bytes, threads=1)
     model = model.eval()
     gen = torch.Generator().manual_seed(seed)
     names = list(fmt.OUTPUT_NAMES) + ([f"prefill {n}" for n in fmt.OUTPUT_NAMES] if prefill_bytes else [])
-    worst = {n: Worst(n, limit=None if max_kl is not None else atol) for n in names}
+    worst = {n: Worst(n, judged=max_kl is None) for n in names}
+    tolerance = (atol, rtol)
     kl = [0.0, 0]  # sum, count
     for batch in batches:
         for start in ("zero", "random"):
             h, c = _initial_state(model, batch, start, gen)
-            _run(model, runtime, h, c, steps, gen, worst, kl, f"batch {batch}, {start} state")
+            _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, f"batch {batch}, {start} state")
     for start in ("zero", "random") if prefill_bytes else ():
-        _run_prefill(model, runtime, steps, gen, worst, start)
-    rows = list(worst.values()) + [Worst(KL, kl[0] / kl[1], "mean over all steps and lanes", max_kl)]
-    return Report(rows, steps)
+        _run_prefill(model, runtime, steps, gen, worst, tolerance, start)
+    kl_row = Worst(KL, max_kl is not None, kl[0] / kl[1], max_kl or 0.0, "mean over all steps and lanes")
+    return Report(list(worst.values()) + [kl_row], steps)
 
 
-def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, where) -> None:
-    """Keep the largest difference of output `name`; where(index) describes its place."""
-    diff = np.abs(ours.numpy() - theirs)
-    if diff.max() > worst[name].max_abs:
-        worst[name].max_abs, worst[name].where = float(diff.max()), where(np.unravel_index(diff.argmax(), diff.shape))
+def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, tolerance, where) -> None:
+    """Keep the worst element of output `name` relative to its allowance; where(index) says
+    where it is."""
+    atol, rtol = tolerance
+    ours = ours.numpy()
+    diff, allowed = np.abs(ours - theirs), atol + rtol * np.abs(ours)
+    i = np.unravel_index((diff / allowed).argmax(), diff.shape)
+    if diff[i] / allowed[i] > worst[name].ratio:
+        w = worst[name]
+        w.max_abs, w.limit, w.ratio, w.where = float(diff[i]), float(allowed[i]), float(diff[i] / allowed[i]), where(i)
 
 
 def _initial_state(model: CharLSTM, batch: int, start: str, gen: torch.Generator):
@@ -87,7 +103,7 @@ def _initial_state(model: CharLSTM, batch: int, start: str, gen: torch.Generator
 
 
 @torch.no_grad()
-def _run(model, runtime, h, c, steps, gen, worst, kl, scenario) -> None:
+def _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, scenario) -> None:
     batch = h.shape[1]
     tokens = torch.randint(model.config.vocab_size, (batch,), generator=gen)
     state = runtime.new_state(batch)
@@ -97,7 +113,7 @@ def _run(model, runtime, h, c, steps, gen, worst, kl, scenario) -> None:
         ort_logits, state = runtime.step(tokens.numpy(), state)
         for name, ours, theirs, lane_axis in ((fmt.OUTPUT_LOGITS, logits[0], ort_logits, 0),
                                               (fmt.OUTPUT_H, h, state.h, 1), (fmt.OUTPUT_C, c, state.c, 1)):
-            _track(worst, name, ours, theirs, lambda i: f"{scenario}, step {step}, lane {i[lane_axis]}")
+            _track(worst, name, ours, theirs, tolerance, lambda i: f"{scenario}, step {step}, lane {i[lane_axis]}")
         p = torch.log_softmax(logits[0].double(), -1)
         q = torch.log_softmax(torch.from_numpy(ort_logits).double(), -1)
         kl[0] += float((p.exp() * (p - q)).sum())
@@ -106,7 +122,7 @@ def _run(model, runtime, h, c, steps, gen, worst, kl, scenario) -> None:
 
 
 @torch.no_grad()
-def _run_prefill(model, runtime, steps, gen, worst, start) -> None:
+def _run_prefill(model, runtime, steps, gen, worst, tolerance, start) -> None:
     """The prefill graph over a random sequence (two chunks of odd length) against torch."""
     h, c = _initial_state(model, 1, start, gen)
     tokens = torch.randint(model.config.vocab_size, (steps,), generator=gen)
@@ -115,6 +131,6 @@ def _run_prefill(model, runtime, steps, gen, worst, start) -> None:
     state.h[:], state.c[:] = h.numpy(), c.numpy()
     ours, state = runtime.feed(tokens.numpy(), state, chunk=steps // 2 + 1)
     scenario = f"prefill of {steps}, {start} state"
-    _track(worst, "prefill logits", logits[:, 0], ours, lambda i: f"{scenario}, step {i[0]}")
-    _track(worst, "prefill h_out", h2, state.h, lambda i: f"{scenario}, layer {i[0]}")
-    _track(worst, "prefill c_out", c2, state.c, lambda i: f"{scenario}, layer {i[0]}")
+    _track(worst, "prefill logits", logits[:, 0], ours, tolerance, lambda i: f"{scenario}, step {i[0]}")
+    _track(worst, "prefill h_out", h2, state.h, tolerance, lambda i: f"{scenario}, layer {i[0]}")
+    _track(worst, "prefill c_out", c2, state.c, tolerance, lambda i: f"{scenario}, layer {i[0]}")

@@ -121,7 +121,7 @@ def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
 
 def test_cli_validation_failure_exits_1_and_writes_nothing(tiny_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
-    proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out, "--atol", "0", "--steps", 50)
+    proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out, "--atol", "0", "--rtol", "0", "--steps", 50)
     assert proc.returncode == 1, proc.stderr
     assert "FAILED" in proc.stderr and "nothing was written" in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
