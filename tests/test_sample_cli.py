@@ -145,7 +145,8 @@ def test_runtime_runs_where_torch_and_onnx_cannot_be_imported(tiny_onnx, tmp_pat
 
 @pytest.mark.slow
 def test_base_install_has_no_torch_and_samples(tiny_onnx, tmp_path):
-    """`pip install .` without extras, in a fresh virtual environment: the edge-device install."""
+    """`pip install .` without extras, in a fresh virtual environment: the edge-device install,
+    with the default model inside the installed package."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
     pip = subprocess.run([venv / "bin" / "pip", "install", "-q", str(ROOT)], capture_output=True, text=True,
@@ -159,3 +160,8 @@ def test_base_install_has_no_torch_and_samples(tiny_onnx, tmp_path):
     assert proc.stdout == "abc" + generate(Model(tiny_onnx), "abc", 30, seed=1) + "\n"
     train = subprocess.run([venv / "bin" / "charlstm-train", "x.txt"], capture_output=True, text=True, timeout=120)
     assert_bad_input(train, "pip install 'charlstm[train]'")
+    default = subprocess.run([venv / "bin" / "charlstm-sample", "--prime", "ALCESTE.", "-n", "40", "--seed", "2"],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    shipped = Model(ROOT / "models" / "moliere.onnx")
+    assert default.stdout == "ALCESTE." + generate(shipped, "ALCESTE.", 40, seed=2) + "\n"
