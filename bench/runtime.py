@@ -4,8 +4,9 @@
 
 Exports the checkpoint (fp32 with its prefill graph, and int8) into a temporary folder, and a
 128 x 1 contrast model trained for a few seconds on the corpus. Every comparison is measured in
-the same run, `--repeats` times, medians reported. Writes runtime.json and runtime.png to --out.
-Needs the train extra (torch is the baseline).
+the same run, `--repeats` times, medians reported; the runtime's figures in a process of its own
+(torch's thread pool would otherwise compete with onnxruntime's). Writes runtime.json and
+runtime.png to --out. Needs the train extra (torch is the baseline).
 """
 
 import argparse
@@ -20,11 +21,8 @@ import venv
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from charlstm.export import export
 from charlstm.runtime import Model, generate, score, stream_batch
-from charlstm.train import Trainer, build_model, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "moliere.txt"
@@ -41,6 +39,9 @@ def median_time(fn, repeats: int) -> float:
 
 def torch_step_loop(ckpt_path: Path, n: int):
     """The notebook way: the checkpoint in torch, one character per call, default settings."""
+    import torch
+    from charlstm.train import build_model, load_checkpoint
+
     model = build_model(load_checkpoint(ckpt_path))
 
     def run():
@@ -54,6 +55,8 @@ def torch_step_loop(ckpt_path: Path, n: int):
 
 def weight_floor(ckpt_path: Path, n: int):
     """Streaming every weight matrix once per character: numpy matrix-vector products."""
+    from charlstm.train import load_checkpoint
+
     sd = load_checkpoint(ckpt_path)["state_dict"]
     mats = [v.numpy() for k, v in sd.items() if k.startswith(("lstm.weight", "head.weight"))]
     vecs = [np.ones(m.shape[1], np.float32) for m in mats]
@@ -89,21 +92,20 @@ def venv_size_mb(extras: str, folder: Path) -> float:
 
 
 def contrast_checkpoint(folder: Path) -> Path:
+    from charlstm.train import Trainer
+
     Trainer(CORPUS, {"hidden_size": 128, "num_layers": 1}, {"max_steps": 60}).run(
         folder / "small.pt", progress=False, log=lambda m: None)
     return folder / "small.pt"
 
 
-def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
-    fp32 = export(ckpt, folder / f"{name}.onnx").path
-    int8 = export(ckpt, folder / f"{name}.int8.onnx", quantize="int8").path
-    model, plain = Model(fp32), Model(fp32, prefill=None)
-    n, r = args.chars, args.repeats
-    row = {"model": name, "size_mb": fp32.stat().st_size / 1e6, "int8_size_mb": int8.stat().st_size / 1e6}
-    row["runtime_cps"] = n / median_time(lambda: generate(model, "\n", n, seed=0), r)
-    row["torch_cps"] = n / median_time(torch_step_loop(ckpt, n), r)
-    row["floor_cps"] = n / median_time(weight_floor(ckpt, n), r)
-    row["int8_cps"] = n / median_time(lambda: generate(Model(int8), "\n", n, seed=0), r)
+def runtime_figures(fp32: Path, int8: Path, chars: int, repeats: int, val_chars: int) -> dict:
+    """What only the runtime does; run in a process of its own (python bench/runtime.py
+    --runtime-only ...), so that no torch thread pool competes with onnxruntime's."""
+    model, plain, quantized = Model(fp32), Model(fp32, prefill=None), Model(int8)
+    n, r = chars, repeats
+    row = {"runtime_cps": n / median_time(lambda: generate(model, "\n", n, seed=0), r),
+           "int8_cps": n / median_time(lambda: generate(quantized, "\n", n, seed=0), r)}
     prompt = CORPUS.read_text(encoding="utf-8")[100_000:102_000]
     row["prime_prefill_ms"] = 1e3 * median_time(lambda: generate(model, prompt, 1, seed=0), r)
     row["prime_steps_ms"] = 1e3 * median_time(lambda: generate(plain, prompt, 1, seed=0), r)
@@ -111,15 +113,31 @@ def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
         steps = max(50, n // batch)
         row[f"batch{batch}_cps"] = batch * steps / median_time(
             lambda: [None for _ in stream_batch(model, "\n", steps, num_samples=batch, seed=0)], r)
+    val = CORPUS.read_text(encoding="utf-8")
+    val = val[len(val) - int(len(val) * 0.05):][:val_chars]
+    row["val_nats"], row["int8_val_nats"] = score(model, val).nats_per_char, score(quantized, val).nats_per_char
+    return row
+
+
+def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
+    from charlstm.export import export
+
+    fp32 = export(ckpt, folder / f"{name}.onnx").path
+    int8 = export(ckpt, folder / f"{name}.int8.onnx", quantize="int8").path
+    n, r = args.chars, args.repeats
+    row = {"model": name, "size_mb": fp32.stat().st_size / 1e6, "int8_size_mb": int8.stat().st_size / 1e6}
+    child = subprocess.run([sys.executable, __file__, "--runtime-only", str(fp32), str(int8), "--chars", str(n),
+                            "--repeats", str(r), "--val-chars", str(args.val_chars)],
+                           check=True, capture_output=True, text=True)
+    row.update(json.loads(child.stdout))
+    row["torch_cps"] = n / median_time(torch_step_loop(ckpt, n), r)
+    row["floor_cps"] = n / median_time(weight_floor(ckpt, n), r)
     sample = [str(Path(sys.executable).parent / "charlstm-sample"), str(fp32), "-n", "1", "--seed", "0"]
     row["cold_start_s"] = cold_start(sample, r)
     torch_cmd = [sys.executable, "-c", "import sys, torch; from charlstm.train import build_model, load_checkpoint;"
                  " m = build_model(load_checkpoint(sys.argv[1])); m(torch.zeros(1, 1, dtype=torch.long))", str(ckpt)]
     row["torch_cold_start_s"] = cold_start(torch_cmd, r)
     row["peak_rss_mb"] = peak_rss_mb(fp32, 20_000)
-    val = CORPUS.read_text(encoding="utf-8")
-    val = val[len(val) - int(len(val) * 0.05):][: args.val_chars]
-    row["val_nats"], row["int8_val_nats"] = score(model, val).nats_per_char, score(Model(int8), val).nats_per_char
     return row
 
 
@@ -177,9 +195,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--footprint", action="store_true", help="also build two virtual environments")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--runtime-only", nargs=2, type=Path, metavar=("FP32", "INT8"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.runtime_only:
+        print(json.dumps(runtime_figures(*args.runtime_only, args.chars, args.repeats, args.val_chars)))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores; medians of {args.repeats}\n", flush=True)
+    import onnxruntime
+    import torch
+
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} cores;"
+          f" medians of {args.repeats}\n", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = [bench_model("default", args.checkpoint, folder, args),
