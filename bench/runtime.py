@@ -53,12 +53,19 @@ def torch_step_loop(ckpt_path: Path, n: int):
     return run
 
 
-def weight_floor(ckpt_path: Path, n: int):
-    """Streaming every weight matrix once per character: numpy matrix-vector products."""
+def save_weights(ckpt_path: Path, path: Path) -> Path:
+    """The matrices one step streams (LSTM input and recurrent weights, output layer) as .npz."""
     from charlstm.train import load_checkpoint
 
     sd = load_checkpoint(ckpt_path)["state_dict"]
-    mats = [v.numpy() for k, v in sd.items() if k.startswith(("lstm.weight", "head.weight"))]
+    np.savez(path, *[v.numpy() for k, v in sd.items() if k.startswith(("lstm.weight", "head.weight"))])
+    return path
+
+
+def weight_floor(weights: Path, n: int):
+    """Streaming every weight matrix once per character: numpy matrix-vector products."""
+    with np.load(weights) as z:
+        mats = [z[k] for k in z.files]
     vecs = [np.ones(m.shape[1], np.float32) for m in mats]
 
     def run():
@@ -99,13 +106,19 @@ def contrast_checkpoint(folder: Path) -> Path:
     return folder / "small.pt"
 
 
-def runtime_figures(fp32: Path, int8: Path, chars: int, repeats: int, val_chars: int) -> dict:
-    """What only the runtime does; run in a process of its own (python bench/runtime.py
+def runtime_figures(fp32: Path, int8: Path, weights: Path, chars: int, repeats: int, val_chars: int) -> dict:
+    """What only the runtime does, and the weight-streaming floor, alternately (so that drift
+    in machine speed hits both); run in a process of its own (python bench/runtime.py
     --runtime-only ...), so that no torch thread pool competes with onnxruntime's."""
     model, plain, quantized = Model(fp32), Model(fp32, prefill=None), Model(int8)
     n, r = chars, repeats
-    row = {"runtime_cps": n / median_time(lambda: generate(model, "\n", n, seed=0), r),
-           "int8_cps": n / median_time(lambda: generate(quantized, "\n", n, seed=0), r)}
+    runs = {"runtime": lambda: generate(model, "\n", n, seed=0), "floor": weight_floor(weights, n),
+            "int8": lambda: generate(quantized, "\n", n, seed=0)}
+    times = {key: [] for key in runs}
+    for _ in range(r):
+        for key, run in runs.items():
+            times[key].append(median_time(run, 1))
+    row = {f"{key}_cps": n / statistics.median(t) for key, t in times.items()}
     prompt = CORPUS.read_text(encoding="utf-8")[100_000:102_000]
     row["prime_prefill_ms"] = 1e3 * median_time(lambda: generate(model, prompt, 1, seed=0), r)
     row["prime_steps_ms"] = 1e3 * median_time(lambda: generate(plain, prompt, 1, seed=0), r)
@@ -126,12 +139,12 @@ def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
     int8 = export(ckpt, folder / f"{name}.int8.onnx", quantize="int8").path
     n, r = args.chars, args.repeats
     row = {"model": name, "size_mb": fp32.stat().st_size / 1e6, "int8_size_mb": int8.stat().st_size / 1e6}
-    child = subprocess.run([sys.executable, __file__, "--runtime-only", str(fp32), str(int8), "--chars", str(n),
+    weights = save_weights(ckpt, folder / f"{name}.weights.npz")
+    child = subprocess.run([sys.executable, __file__, "--runtime-only", str(fp32), str(int8), str(weights), "--chars", str(n),
                             "--repeats", str(r), "--val-chars", str(args.val_chars)],
                            check=True, capture_output=True, text=True)
     row.update(json.loads(child.stdout))
     row["torch_cps"] = n / median_time(torch_step_loop(ckpt, n), r)
-    row["floor_cps"] = n / median_time(weight_floor(ckpt, n), r)
     sample = [str(Path(sys.executable).parent / "charlstm-sample"), str(fp32), "-n", "1", "--seed", "0"]
     row["cold_start_s"] = cold_start(sample, r)
     torch_cmd = [sys.executable, "-c", "import sys, torch; from charlstm.train import build_model, load_checkpoint;"
@@ -195,7 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--footprint", action="store_true", help="also build two virtual environments")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--runtime-only", nargs=2, type=Path, metavar=("FP32", "INT8"), help=argparse.SUPPRESS)
+    parser.add_argument("--runtime-only", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runtime_only:
         print(json.dumps(runtime_figures(*args.runtime_only, args.chars, args.repeats, args.val_chars)))
