@@ -49,8 +49,10 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     yields, after each step, the new text of every sample (a list, "" where nothing is new).
     `n` caps the generated characters of each sample; a sample also ends at the first of its
     `stop` strings (not included). `sampling`: the fields of SamplingOptions. `state` (batch 1)
-    continues an earlier text; an empty prompt starts as if after a line break. Sample i uses
-    the seed `seed + i` (lane_seeds); seed=None draws fresh entropy."""
+    continues an earlier text: the prompt is fed from it (to continue seamlessly, keep the state
+    from before the text's last character and pass that character as the prompt). An empty
+    prompt feeds a line break first. Sample i uses the seed `seed + i` (lane_seeds);
+    seed=None draws fresh entropy."""
     options = SamplingOptions(**sampling)
     if n < 0 or num_samples < 1:
         raise BadInput("the length must be >= 0 and the number of samples >= 1")

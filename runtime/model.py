@@ -129,7 +129,8 @@ class Model:
             for token in ids:
                 out, state = self.step(token[None], state)
                 logits.append(out)
-        for start in range(0, len(ids) if self._prefill else 0, chunk):
+            return np.concatenate(logits), state
+        for start in range(0, len(ids), chunk):
             feed = {fmt.INPUT_TOKENS: ids[start : start + chunk, None], fmt.INPUT_H: state.h, fmt.INPUT_C: state.c}
             out, h, c = self._prefill.run(fmt.OUTPUT_NAMES, feed)  # (T, 1, V)
             logits.append(out[:, 0])
