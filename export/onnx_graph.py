@@ -14,11 +14,11 @@ from charlstm.train.model import CharLSTM
 # Opset 17 runs on every onnxruntime since 1.11 (mobile and web builds included) and has all
 # we use; the LSTM op has not changed since opset 14.
 OPSET = 17
-# The exporter: torch's TorchScript one (dynamo=False). It emits one native ONNX LSTM node per
-# layer with its weights as plain initializers (what onnxruntime's int8 quantizer needs), keeps
-# everything in one file, and gives the same bytes on every run. The dynamo exporter reorders
-# the gate weights at run time (Slice/Concat) and writes a side file by default.
-EXPORTER = "torchscript"
+# The exporter, on purpose: torch's TorchScript one (dynamo=False, in _export). It emits one
+# native ONNX LSTM node per layer with its weights as plain initializers (what onnxruntime's
+# int8 quantizer needs), keeps everything in one file, and gives the same bytes on every run.
+# The dynamo exporter reorders the gate weights at run time (Slice/Concat), writes a side file
+# by default, and keeps the example's length in sequence graphs.
 
 
 class StepModule(nn.Module):
