@@ -119,15 +119,15 @@ def runtime_figures(fp32: Path, int8: Path, weights: Path, chars: int, repeats: 
         for key, run in runs.items():
             times[key].append(median_time(run, 1))
     row = {f"{key}_cps": n / statistics.median(t) for key, t in times.items()}
-    prompt = CORPUS.read_text(encoding="utf-8")[100_000:102_000]
+    text = CORPUS.read_text(encoding="utf-8")
+    prompt = text[100_000:102_000]
     row["prime_prefill_ms"] = 1e3 * median_time(lambda: generate(model, prompt, 1, seed=0), r)
     row["prime_steps_ms"] = 1e3 * median_time(lambda: generate(plain, prompt, 1, seed=0), r)
     for batch in (1, 8, 64, 256):
         steps = max(50, n // batch)
         row[f"batch{batch}_cps"] = batch * steps / median_time(
             lambda: [None for _ in stream_batch(model, "\n", steps, num_samples=batch, seed=0)], r)
-    val = CORPUS.read_text(encoding="utf-8")
-    val = val[len(val) - int(len(val) * 0.05):][:val_chars]
+    val = text[len(text) - int(len(text) * 0.05):][:val_chars]
     row["val_nats"], row["int8_val_nats"] = score(model, val).nats_per_char, score(quantized, val).nats_per_char
     return row
 

@@ -94,10 +94,8 @@ def generate(model: Model, prompt: str = "", n: int = 500, **kwargs) -> str:
 def generate_batch(model: Model, prompt: str = "", n: int = 500, num_samples: int = 1,
                    **kwargs) -> list[str]:
     """`num_samples` continuations of `prompt`, computed in one batch; arguments as stream_batch."""
-    texts = [""] * num_samples
-    for pieces in stream_batch(model, prompt, n, num_samples=num_samples, **kwargs):
-        texts = [t + p for t, p in zip(texts, pieces)]
-    return texts
+    pieces = list(stream_batch(model, prompt, n, num_samples=num_samples, **kwargs))  # (steps, B)
+    return ["".join(lane) for lane in zip(*pieces)]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 def command(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint."""
     clikit.require_extra(PROG, "torch", "tqdm")
-    from charlstm.train.plot import curve_path, save_loss_curve
     from charlstm.train.trainer import Interrupted, Trainer
 
     check_writable_destination(output)  # before any work
@@ -66,10 +65,10 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, progre
     try:
         result = trainer.run(output, progress)
     except Interrupted as e:
-        _plot(save_loss_curve, trainer.history, curve_path(output))
+        _plot(trainer.history, output)
         clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
                           f" -o {output} --resume {e.args[0]}", clikit.EXIT_INTERRUPTED)
-    plot = _plot(save_loss_curve, result.history, curve_path(output))
+    plot = _plot(result.history, output)
     chars = result.step * trainer.options.batch_size * trainer.options.seq_len
     click.echo(f"done: {result.step} steps, {chars:,} characters in {result.seconds:.0f} s"
                f" ({chars / max(result.seconds, 1e-9):,.0f} chars/s); best validation loss"
@@ -86,10 +85,13 @@ def _describe(trainer) -> None:
                + (f", from step {trainer.step_no}" if trainer.step_no else ""), err=True)
 
 
-def _plot(save, history, path) -> str:
+def _plot(history, output: Path) -> str:
+    from charlstm.train.plot import curve_path, save_loss_curve
+
+    path = curve_path(output)
     if not history:
         return "no loss curve yet"
-    if save(history, path):
+    if save_loss_curve(history, path):
         return f"loss curve: {path}"
     return "loss curve skipped (matplotlib missing: pip install 'charlstm[plot]')"
 

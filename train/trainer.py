@@ -205,19 +205,21 @@ class Trainer:
         log = log or (lambda msg: print(msg, file=sys.stderr))
         bar = _bar(self, progress)
         stop = _SigintFlag()
-        with stop:
-            while self.step_no < self.total_steps:
-                t0 = time.perf_counter()
-                self._losses.append(self.train_step())
-                self.seconds += time.perf_counter() - t0
-                _advance(bar, self, self._losses[-1])
-                if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
-                    self._validate_and_save(out, latest, bar, log)
-                if stop.raised:
-                    checkpoint.save(latest, self.payload(True, self.best_val))
-                    bar and bar.close()
-                    raise Interrupted(latest)
-        bar and bar.close()
+        try:
+            with stop:
+                while self.step_no < self.total_steps:
+                    t0 = time.perf_counter()
+                    self._losses.append(self.train_step())
+                    self.seconds += time.perf_counter() - t0
+                    _advance(bar, self, self._losses[-1])
+                    if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
+                        self._validate_and_save(out, latest, bar, log)
+                    if stop.raised:
+                        checkpoint.save(latest, self.payload(True, self.best_val))
+                        raise Interrupted(latest)
+        finally:
+            if bar:
+                bar.close()
         return TrainResult(out, latest, self.step_no, self.best_val, self.seconds, self.history)
 
     def _validate_and_save(self, out, latest, bar, log) -> None:
