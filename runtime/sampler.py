@@ -73,12 +73,23 @@ def choose(logits: np.ndarray, options: SamplingOptions, rngs: list[np.random.Ge
     if options.is_greedy:
         return logits.argmax(axis=1).astype(np.int64)
     if options.top_k is None and options.top_p is None:  # no filter: no sort needed
-        z = logits.astype(np.float64)
-        probs = np.exp((z - z.max(axis=1, keepdims=True)) / options.temperature)
-        order = None
+        cdf, order = logits.astype(np.float64), None  # (B, V), in place from here on
+        cdf -= cdf.max(axis=1, keepdims=True)
+        cdf /= options.temperature
+        np.exp(cdf, out=cdf)
     else:
-        order, probs = distribution(logits, options)
-    cdf = np.cumsum(probs, axis=1)  # (B, V)
-    u = np.array([rng.random() for rng in rngs]) * cdf[:, -1]
-    pick = np.minimum((cdf <= u[:, None]).sum(axis=1), probs.shape[1] - 1)
-    return (pick if order is None else order[np.arange(len(order)), pick]).astype(np.int64)
+        order, cdf = distribution(logits, options)
+    np.cumsum(cdf, axis=1, out=cdf)  # (B, V); non-decreasing along each row
+    pick = _inverse_cdf(cdf, [rng.random() for rng in rngs])
+    return pick if order is None else order[np.arange(len(order)), pick]
+
+
+def _inverse_cdf(cdf: np.ndarray, uniforms: list[float]) -> np.ndarray:
+    """The id of each row whose cumulative mass first exceeds uniform * total: (B,) int64.
+    One stream (generation's common case) takes a binary search instead of a full compare."""
+    vocab = cdf.shape[1]
+    if len(uniforms) == 1:
+        pick = np.searchsorted(cdf[0], uniforms[0] * cdf[0, -1], side="right")
+        return np.array([min(pick, vocab - 1)], np.int64)
+    u = np.array(uniforms) * cdf[:, -1]  # (B,)
+    return np.minimum((cdf <= u[:, None]).sum(axis=1), vocab - 1)
