@@ -28,6 +28,19 @@ def test_written_beside_with_sequence_io(pair):
     assert {p.key: p.value for p in proto.metadata_props}["charlstm.graph"] == "prefill"
 
 
+def test_only_the_prefill_threads_stop_spinning_when_a_call_returns(pair):
+    """Left spinning after a prefill call, its threads would slow the step loop that follows;
+    the step graph's threads keep spinning between steps."""
+    def stops(session):
+        try:
+            return session.get_session_options().get_session_config_entry("session.force_spinning_stop")
+        except RuntimeError:  # not set: onnxruntime's default, spinning on
+            return None
+
+    model = Model(pair[0])
+    assert (stops(model._session), stops(model._prefill)) == (None, "1")
+
+
 @pytest.mark.parametrize("length", [1, 5, 777])
 def test_feed_equals_the_step_loop(pair, length):
     step, _ = pair
