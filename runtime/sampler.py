@@ -79,7 +79,7 @@ def choose(logits: np.ndarray, options: SamplingOptions, rngs: list[np.random.Ge
         np.exp(cdf, out=cdf)
     else:
         order, cdf = distribution(logits, options)
-    np.cumsum(cdf, axis=1, out=cdf)  # (B, V); non-decreasing along each row
+    np.add.accumulate(cdf, axis=1, out=cdf)  # (B, V) cumulative sums (np.cumsum, less call overhead)
     pick = _inverse_cdf(cdf, [rng.random() for rng in rngs])
     return pick if order is None else order[np.arange(len(order)), pick]
 
