@@ -107,8 +107,8 @@ VENV_TOOLS = ("pip", "setuptools")  # what `python -m venv` puts there before an
 
 
 def install_footprint(extras: str, folder: Path) -> tuple[dict[str, float], float]:
-    """A fresh venv with charlstm{extras}: MB per installed distribution (RECORD sizes, the venv's
-    own tools left out), and the whole folder's MB."""
+    """A fresh venv with charlstm{extras}: MB on disk per installed distribution (the venv's own
+    tools left out), and the whole folder's MB."""
     venv.create(folder, with_pip=True)
     pip = [str(folder / "bin" / "pip"), "install", "-q"]
     if "train" in extras:
