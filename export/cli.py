@@ -44,7 +44,7 @@ def command(checkpoint: Path, output: Path | None, atol: float, rtol: float, ste
                         quantize=quantize, max_kl=max_kl, rtol=rtol)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
-        clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", 1)
+        clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", clikit.EXIT_FAILED)
     if result.report is not None:
         click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
                    err=True)

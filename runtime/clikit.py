@@ -11,6 +11,7 @@ import click
 
 from charlstm.runtime.common import BadInput
 
+EXIT_FAILED = 1  # the job itself failed: an export off tolerance, a training run that diverged
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 

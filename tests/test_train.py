@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from charlstm.runtime.formats import CHECKPOINT_FORMAT
-from charlstm.train import Corpus, Interrupted, Trainer, build_model, load_checkpoint
+from charlstm.train import Corpus, Diverged, Interrupted, Trainer, build_model, load_checkpoint
 from charlstm.train.data import Lanes
 from charlstm.train.trainer import latest_path
 from conftest import BIN, TINY, TINY_RUN, assert_bad_input, markov_text, run_cli, train_tiny
@@ -110,6 +110,23 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tiny_corpus, tmp_path)
     done = run_cli("charlstm-train", *args, "--resume", latest_path(out))
     assert done.returncode == 0, done.stderr
     assert f"from step {step}" in done.stderr and "done: 2000 steps" in done.stdout
+
+
+def test_a_diverging_run_stops_and_leaves_only_finite_checkpoints(tiny_corpus, tmp_path):
+    out = tmp_path / "m.pt"
+    with pytest.raises(Diverged, match=r"diverged: .* loss (nan|inf) at step \d+; try a lower --lr") as stopped:
+        train_tiny(tiny_corpus, out, train_args={"lr": 1e6, "eval_every": 1})
+    saved = [p for p in (out, latest_path(out)) if p.exists()]
+    assert (str(out) in str(stopped.value)) == out.exists()
+    assert all(math.isfinite(load_checkpoint(p)["train"]["val_loss"]) for p in saved)
+
+
+def test_cli_a_diverging_run_exits_1_with_one_line(tiny_corpus, tmp_path):
+    proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", "--hidden-size", 16, "--num-layers", 1,
+                   "--seq-len", 16, "--batch-size", 8, "--max-steps", 40, "--lr", 1e6, "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("charlstm-train: error: training diverged")
 
 
 def test_cli_end_to_end_on_the_real_corpus(moliere_slice, tmp_path):

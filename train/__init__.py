@@ -11,7 +11,7 @@ from charlstm.runtime.common import lazy_exports
 
 _API = {
     "ModelConfig": "config", "TrainOptions": "config", "CharLSTM": "model", "Corpus": "data",
-    "Trainer": "trainer", "TrainResult": "trainer", "Interrupted": "trainer",
+    "Trainer": "trainer", "TrainResult": "trainer", "Interrupted": "trainer", "Diverged": "trainer",
     "load_checkpoint": "checkpoint:load", "build_model": "checkpoint",
 }
 __all__ = sorted(_API)

@@ -52,7 +52,7 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 def command(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint."""
     clikit.require_extra(PROG, "torch", "tqdm")
-    from charlstm.train.trainer import Interrupted, Trainer
+    from charlstm.train.trainer import Diverged, Interrupted, Trainer
 
     check_writable_destination(output)  # before any work
     if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
@@ -68,6 +68,9 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, progre
         _plot(trainer.history, output)
         clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
                           f" -o {output} --resume {e.args[0]}", clikit.EXIT_INTERRUPTED)
+    except Diverged as e:
+        _plot(trainer.history, output)
+        clikit.fail(PROG, str(e), clikit.EXIT_FAILED)
     plot = _plot(result.history, output)
     chars = result.step * trainer.options.batch_size * trainer.options.seq_len
     click.echo(f"done: {result.step} steps, {chars:,} characters in {result.seconds:.0f} s"

@@ -23,6 +23,11 @@ class Interrupted(Exception):
     """Ctrl-C: a resumable checkpoint was written to `self.args[0]` before stopping."""
 
 
+class Diverged(Exception):
+    """The loss became NaN or infinite. Nothing was saved from that step on: the best and the
+    resumable checkpoints on disk, if any, are from the last finite validation."""
+
+
 @dataclass
 class TrainResult:
     best: Path  # the best checkpoint by validation loss
@@ -211,6 +216,7 @@ class Trainer:
                     t0 = time.perf_counter()
                     self._losses.append(self.train_step())
                     self.seconds += time.perf_counter() - t0
+                    self._check_finite("training", self._losses[-1], out)
                     _advance(bar, self, self._losses[-1])
                     if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
                         self._validate_and_save(out, latest, bar, log)
@@ -222,10 +228,19 @@ class Trainer:
                 bar.close()
         return TrainResult(out, latest, self.step_no, self.best_val, self.seconds, self.history)
 
+    def _check_finite(self, which: str, loss: float, out: Path) -> None:
+        if math.isfinite(loss):
+            return
+        kept = (f"the best checkpoint so far ({self.best_val:.4g} nats/char) is {out}" if math.isfinite(self.best_val)
+                else "no checkpoint was written")
+        raise Diverged(f"training diverged: {which} loss {loss} at step {self.step_no}; try a lower --lr"
+                       f" (this run: {self.options.lr:g}); {kept}")
+
     def _validate_and_save(self, out, latest, bar, log) -> None:
         t0 = time.perf_counter()
         val = self.evaluate()
         self.seconds += time.perf_counter() - t0
+        self._check_finite("validation", val, out)
         train_loss = sum(self._losses) / max(1, len(self._losses))
         self._losses = []
         self.history.append({"step": self.step_no, "train_loss": train_loss, "val_loss": val,
