@@ -88,10 +88,13 @@ def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, toler
     atol, rtol = tolerance
     ours = ours.numpy()
     diff, allowed = np.abs(ours - theirs), atol + rtol * np.abs(ours)
-    i = np.unravel_index((diff / allowed).argmax(), diff.shape)
-    if diff[i] / allowed[i] > worst[name].ratio:
+    diff[np.isnan(diff)] = np.inf  # onnxruntime gave NaN where torch has a number: as bad as it gets
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / allowed)  # 0 / 0 allowed (atol = rtol = 0) is a match
+    i = np.unravel_index(ratio.argmax(), diff.shape)
+    if ratio[i] > worst[name].ratio:
         w = worst[name]
-        w.max_abs, w.limit, w.ratio, w.where = float(diff[i]), float(allowed[i]), float(diff[i] / allowed[i]), where(i)
+        w.max_abs, w.limit, w.ratio, w.where = float(diff[i]), float(allowed[i]), float(ratio[i]), where(i)
 
 
 def _initial_state(model: CharLSTM, batch: int, start: str, gen: torch.Generator):

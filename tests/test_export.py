@@ -110,6 +110,17 @@ def test_validation_passes_and_catches_a_corrupted_graph(tiny_checkpoint, tiny_o
     assert "step" in worst_logits.where and "lane" in worst_logits.where and "FAILED" in bad.table()
 
 
+def test_validation_fails_a_graph_that_gives_nan(tiny_checkpoint, tiny_onnx):
+    model = build_model(load_checkpoint(tiny_checkpoint))
+    proto = onnx.load(tiny_onnx)
+    bias = next(i for i in proto.graph.initializer if i.name == "model.head.bias")
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[1] = np.nan  # the output layer's bias of one character
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    bad = validate(model, proto.SerializeToString(), steps=20)
+    assert "logits" in bad.failed and "FAILED" in bad.table() and " inf " in bad.table()
+
+
 def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
     proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out)
@@ -150,11 +161,16 @@ def test_bad_inputs(tiny_checkpoint, tmp_path):
     future = tmp_path / "future.pt"
     ckpt = torch.load(tiny_checkpoint, weights_only=True)
     torch.save({**ckpt, "format": "charlstm-checkpoint/9"}, future)
+    diverged = tmp_path / "diverged.pt"
+    weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+    weights["head.bias"][2] = float("nan")
+    torch.save({**ckpt, "state_dict": weights}, diverged)
     assert_bad_input(run_cli("charlstm-export", tmp_path / "nope.pt"), "does not exist")
     assert_bad_input(run_cli("charlstm-export", tmp_path), "not a file")
     assert_bad_input(run_cli("charlstm-export", text), "not a readable charlstm checkpoint")
     assert_bad_input(run_cli("charlstm-export", truncated), "not a readable charlstm checkpoint")
     assert_bad_input(run_cli("charlstm-export", future), "charlstm-checkpoint/9")
+    assert_bad_input(run_cli("charlstm-export", diverged), "NaN or infinite weights (head.bias)")
     assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "-o", tmp_path / "no" / "m.onnx"), "does not exist")
     assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "--atol", "-1"), "--atol")
 

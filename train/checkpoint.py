@@ -65,4 +65,8 @@ def build_model(ckpt: dict) -> CharLSTM:
         raise BadInput(f"checkpoint config and weights disagree ({str(e).splitlines()[0][:120]})") from None
     if len(ckpt["vocab"]) != model.config.vocab_size:
         raise BadInput("checkpoint vocabulary size disagrees with its config")
+    broken = [name for name, w in model.state_dict().items() if not torch.isfinite(w).all()]
+    if broken:
+        raise BadInput(f"checkpoint has NaN or infinite weights ({', '.join(broken[:3])}): its training"
+                       " diverged; train again with a lower --lr")
     return model.eval()
