@@ -56,6 +56,8 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     options = SamplingOptions(**sampling)
     if n < 0 or num_samples < 1:
         raise BadInput("the length must be >= 0 and the number of samples >= 1")
+    if seed is not None and seed < 0:
+        raise BadInput(f"the seed must be >= 0, not {seed}")
     if state is not None and state.batch != 1:
         raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)

@@ -132,6 +132,8 @@ def test_api_bad_input(model, tmp_path):
         generate(model, "abc", -1)
     with pytest.raises(BadInput):
         generate(model, "abc", 5, top_k=0)
+    with pytest.raises(BadInput, match="seed must be >= 0"):
+        generate(model, "abc", 5, seed=-1)
     with pytest.raises(BadInput):
         score(model, "a")
 

@@ -61,6 +61,8 @@ def test_help_has_examples():
     (["-n", "-5"], ["-n"]),
     (["--prime", "abcxyz"], ["'x', 'y', 'z'", "vocabulary"]),
     (["--seed", "abc"], ["--seed"]),
+    (["--seed", "-5"], ["--seed", "x>=0"]),
+    (["--temperature", "inf"], ["finite"]),
 ])
 def test_bad_options(tiny_onnx, args, words):
     assert_bad_input(run_cli("charlstm-sample", tiny_onnx, *args), *words)
