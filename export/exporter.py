@@ -47,6 +47,10 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize must be int8, not {quantize!r}")
     out = check_writable_destination(out or default_output(checkpoint_path, quantize))
+    source = Path(checkpoint_path).resolve()
+    clash = next((p for p in (out, prefill_path(out)) if p.resolve() == source), None)
+    if clash is not None:  # the prefill path too: even --no-prefill removes a stale file there
+        raise BadInput(f"writing {clash} would overwrite the checkpoint; choose another output path (-o)")
     ckpt = checkpoint.load(checkpoint_path)
     model = checkpoint.build_model(ckpt)
     provenance = {"checkpoint_sha256": sha256_file(checkpoint_path),

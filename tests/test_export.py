@@ -175,6 +175,17 @@ def test_bad_inputs(tiny_checkpoint, tmp_path):
     assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "--atol", "-1"), "--atol")
 
 
+
+def test_the_checkpoint_is_never_overwritten(tiny_checkpoint, tmp_path):
+    ckpt, odd = tmp_path / "m.pt", tmp_path / "x.prefill.onnx"  # a checkpoint where the prefill graph goes
+    for path in (ckpt, odd):
+        path.write_bytes(tiny_checkpoint.read_bytes())
+    assert_bad_input(run_cli("charlstm-export", ckpt, "-o", ckpt), "overwrite the checkpoint")
+    assert_bad_input(run_cli("charlstm-export", odd, "-o", tmp_path / "x.onnx", "--no-prefill"),
+                     "overwrite the checkpoint")
+    assert ckpt.read_bytes() == odd.read_bytes() == tiny_checkpoint.read_bytes()
+
+
 def test_without_the_train_extra(tiny_checkpoint, tmp_path):
     for missing in ("torch", "onnx"):
         proc = run_cli("charlstm-export", tiny_checkpoint, env=blocked_env(tmp_path, missing))
