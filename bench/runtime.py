@@ -1,9 +1,10 @@
 """Runtime benchmark: generation, priming, batching, cold start, footprint, int8 — one table.
 
-    python bench/runtime.py [--checkpoint models/moliere.pt] [--footprint] [--out bench/results]
+    python bench/runtime.py [--checkpoint models/moliere.pt] [--corpus PATH] [--footprint] [--out bench/results]
 
 Exports the checkpoint (fp32 with its prefill graph, and int8) into a temporary folder, and a
-128 x 1 contrast model trained for a few seconds on the corpus. Every comparison is measured in
+128 x 1 contrast model trained for a few seconds on the corpus (the one the checkpoint was
+trained on: it also gives the 2,000-character prompt and the validation text). Every comparison is measured in
 the same run, `--repeats` times, medians reported; the runtime's figures in a process of its own
 (torch's thread pool would otherwise compete with onnxruntime's). Writes runtime.json and
 runtime.png to --out. Needs the train extra (torch is the baseline).
@@ -25,7 +26,7 @@ import numpy as np
 from charlstm.runtime import Model, generate, score, stream_batch
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "data" / "moliere.txt"
+MOLIERE = ROOT.parent / "shared" / "data" / "moliere.txt"
 
 
 def median_time(fn, repeats: int, pause: float = 0.0) -> float:
@@ -120,15 +121,16 @@ def install_footprint(extras: str, folder: Path) -> tuple[dict[str, float], floa
     return sizes, sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
 
 
-def contrast_checkpoint(folder: Path) -> Path:
+def contrast_checkpoint(corpus: Path, folder: Path) -> Path:
     from charlstm.train import Trainer
 
-    Trainer(CORPUS, {"hidden_size": 128, "num_layers": 1}, {"max_steps": 60}).run(
+    Trainer(corpus, {"hidden_size": 128, "num_layers": 1}, {"max_steps": 60}).run(
         folder / "small.pt", progress=False, log=lambda m: None)
     return folder / "small.pt"
 
 
-def runtime_figures(fp32: Path, int8: Path, weights: Path, chars: int, repeats: int, val_chars: int) -> dict:
+def runtime_figures(fp32: Path, int8: Path, weights: Path, corpus: Path, chars: int, repeats: int,
+                    val_chars: int) -> dict:
     """What only the runtime does, and the weight-streaming floor; run in a process of its own
     (python bench/runtime.py --runtime-only ...), so that no torch thread pool competes with
     onnxruntime's. Runtime, floor and int8 take turns, 3 x repeats rounds of `chars` characters:
@@ -143,8 +145,8 @@ def runtime_figures(fp32: Path, int8: Path, weights: Path, chars: int, repeats: 
             times[key].append(median_time(run, 1))
     row = {f"{key}_cps": chars / statistics.median(t) for key, t in times.items()}
     row["floor_ratio"] = statistics.median(a / b for a, b in zip(times["runtime"], times["floor"]))
-    text = CORPUS.read_text(encoding="utf-8")
-    prompt = text[100_000:102_000]
+    text = corpus.read_text(encoding="utf-8")
+    prompt = text[len(text) // 2:][:2000]
     for name, path in (("", fp32), ("int8_", int8)):  # time to the first character of a fresh call:
         prefill, plain = Model(path), Model(path, prefill=None)  # the threads of the last one at rest
         for key, m in (("prefill", prefill), ("steps", plain)):
@@ -167,8 +169,9 @@ def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
     n, r = args.chars, args.repeats
     row = {"model": name, "size_mb": fp32.stat().st_size / 1e6, "int8_size_mb": int8.stat().st_size / 1e6}
     weights = save_weights(ckpt, folder / f"{name}.weights.npz")
-    child = subprocess.run([sys.executable, __file__, "--runtime-only", str(fp32), str(int8), str(weights), "--chars", str(n),
-                            "--repeats", str(r), "--val-chars", str(args.val_chars)],
+    child = subprocess.run([sys.executable, __file__, "--runtime-only", str(fp32), str(int8), str(weights),
+                            "--corpus", str(args.corpus), "--chars", str(n), "--repeats", str(r),
+                            "--val-chars", str(args.val_chars)],
                            check=True, capture_output=True, text=True)
     row.update(json.loads(child.stdout))
     row["torch_cps"] = n / median_time(torch_step_loop(ckpt, n), r)
@@ -254,13 +257,17 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "moliere.pt")
     parser.add_argument("--chars", type=int, default=1000)
     parser.add_argument("--val-chars", type=int, default=20_000)
+    parser.add_argument("--corpus", type=Path, default=MOLIERE,
+                        help="prompts, validation text and the contrast model's training text")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--footprint", action="store_true", help="also build two virtual environments")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--runtime-only", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.corpus.is_file():
+        parser.error(f"no corpus at {args.corpus}; pass --corpus, the text the checkpoint was trained on")
     if args.runtime_only:
-        print(json.dumps(runtime_figures(*args.runtime_only, args.chars, args.repeats, args.val_chars)))
+        print(json.dumps(runtime_figures(*args.runtime_only, args.corpus, args.chars, args.repeats, args.val_chars)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     import onnxruntime
@@ -271,7 +278,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = [bench_model("default", args.checkpoint, folder, args),
-                bench_model("128x1", contrast_checkpoint(folder), folder, args)]
+                bench_model("128x1", contrast_checkpoint(args.corpus, folder), folder, args)]
         footprint = None
         if args.footprint:
             base, base_mb = install_footprint("", folder / "base")
