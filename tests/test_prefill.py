@@ -7,7 +7,7 @@ import pytest
 from charlstm.export import export
 from charlstm.export.onnx_graph import op_inventory
 from charlstm.runtime import BadInput, Model, generate, score
-from charlstm.runtime.model import prefill_path
+from charlstm.runtime.model import SPIN_DURATION_US, prefill_path
 from conftest import parity_failure, run_cli, train_tiny
 
 
@@ -28,17 +28,19 @@ def test_written_beside_with_sequence_io(pair):
     assert {p.key: p.value for p in proto.metadata_props}["charlstm.graph"] == "prefill"
 
 
-def test_only_the_prefill_threads_stop_spinning_when_a_call_returns(pair):
+def test_idle_threads_stop_spinning_soon_and_the_prefill_ones_at_once(pair):
     """Left spinning after a prefill call, its threads would slow the step loop that follows;
-    the step graph's threads keep spinning between steps."""
-    def stops(session):
+    the step graph's threads spin between steps, but not for long after the last one."""
+    def config(session, key):
         try:
-            return session.get_session_options().get_session_config_entry("session.force_spinning_stop")
-        except RuntimeError:  # not set: onnxruntime's default, spinning on
+            return session.get_session_options().get_session_config_entry(key)
+        except RuntimeError:  # not set: onnxruntime's default
             return None
 
     model = Model(pair[0])
-    assert (stops(model._session), stops(model._prefill)) == (None, "1")
+    for session, stops in ((model._session, None), (model._prefill, "1")):
+        assert config(session, "session.intra_op.spin_duration_us") == str(SPIN_DURATION_US)
+        assert config(session, "session.force_spinning_stop") == stops
 
 
 @pytest.mark.parametrize("length", [1, 5, 777])
