@@ -25,6 +25,8 @@ class _StopMatcher:
         self.pending, self.done = "", False
 
     def push(self, ch: str) -> str:
+        if not self.stops:
+            return ch
         self.pending += ch
         for stop in self.stops:
             if self.pending.endswith(stop):
@@ -74,7 +76,7 @@ def _steps(model, logits, state, n, options, rngs, recent, stop) -> Iterator[lis
     matchers = [_StopMatcher(stop) for _ in rngs]
     for t in range(n):
         tokens = choose(logits, options, rngs, recent)  # (B,)
-        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens)]
+        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())]
         if all(m.done for m in matchers) or t == n - 1:
             break
         if options.repetition_penalty != 1.0:
