@@ -142,7 +142,7 @@ def runtime_figures(fp32: Path, int8: Path, weights: Path, corpus: Path, chars: 
     times = {key: [] for key in rounds}
     for _ in range(3 * repeats):
         for key, run in rounds.items():
-            times[key].append(median_time(run, 1))
+            times[key].append(median_time(run, 1, pause=0.2))  # the last one's threads at rest
     row = {f"{key}_cps": chars / statistics.median(t) for key, t in times.items()}
     row["floor_ratio"] = statistics.median(a / b for a, b in zip(times["runtime"], times["floor"]))
     text = corpus.read_text(encoding="utf-8")
