@@ -155,7 +155,7 @@ def batch_turn(model: Model, batch: int, steps: int):
 
 def runtime_figures(fp32: Path, int8: Path, weights: Path, corpus: Path, chars: int, repeats: int,
                     val_chars: int) -> dict:
-    """The runtime's other figures: priming, batches, validation loss."""
+    """The runtime's other figures: priming and validation loss."""
     model, quantized, row = Model(fp32), Model(int8), {}
     text = corpus.read_text(encoding="utf-8")
     prompt = text[len(text) // 2:][:2000]
@@ -227,7 +227,7 @@ def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
                "--val-chars", args.val_chars)
     chars = turn_chars(n)
     tc = Child("--serve-torch", ckpt, "--chars", chars["torch"])
-    times = take_turns({name: tc if name == "torch" else rt for name in chars}, 3 * r)
+    times = take_turns({turn: tc if turn == "torch" else rt for turn in chars}, 3 * r)
     row.update({f"{k}_cps": chars[k] / statistics.median(t) for k, t in times.items()})
     per_char = {k: [x / chars[k] for x in t] for k, t in times.items()}
 
