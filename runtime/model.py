@@ -182,10 +182,11 @@ def _open_session(source, name, threads, session_options, providers, spin_after_
 
 
 # How long onnxruntime's idle workers spin before they sleep (1.32 reads it; a version without
-# the setting ignores it and spins ~60 ms). Long enough to span the gap between two steps (the sampler: ~15 us at
-# batch 1); short enough that a finished generation stops burning a core (34 ms of CPU in the
-# 150 ms after one, before) and that a prefill call right after a step loop gets both cores
-# (2,000 characters: 178 instead of 207 ms). Measured on 3 x 512 with 2 cores; no loss in speed.
+# the setting ignores it and spins ~60 ms). Long enough to span the gap between two steps (the
+# sampler: ~10 us at batch 1); short enough that a finished generation stops burning a core (34
+# ms of CPU in the 150 ms after one, before) and that a prefill call right after a step loop
+# gets both cores (2,000 characters: 178 instead of 207 ms). Measured on 3 x 512, 2 cores; no
+# loss in speed at batch 1 or 256.
 SPIN_DURATION_US = 200
 
 
