@@ -37,7 +37,8 @@ DEFAULTS = SamplingOptions()
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
               help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Same seed, model and options: same text. [default: random, printed]")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Same seed, model and options: same text. [default: random, printed]")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch.")
 @click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,

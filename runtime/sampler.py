@@ -21,7 +21,8 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         checks = [
-            (math.isfinite(self.temperature) and self.temperature >= 0, "temperature must be a finite number >= 0"),
+            (math.isfinite(self.temperature) and self.temperature >= 0,
+             "temperature must be a finite number >= 0"),
             (self.top_k is None or self.top_k >= 1, "top-k must be at least 1"),
             (self.top_p is None or 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
