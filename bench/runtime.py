@@ -139,9 +139,8 @@ def turn_chars(chars: int) -> dict[str, int]:
     return {"runtime": chars, "floor": chars, "int8": chars, "torch": chars // 4, **batches}
 
 
-def runtime_turns(fp32: Path, int8: Path, weights: Path, chars: int) -> dict:
+def runtime_turns(model: Model, quantized: Model, weights: Path, chars: int) -> dict:
     """The turns the torch-free process takes: generation in fp32 and int8, the floor, batches."""
-    model, quantized = Model(fp32), Model(int8)
     turns = {"runtime": lambda: generate(model, "\n", chars, seed=0), "floor": weight_floor(weights, chars),
              "int8": lambda: generate(quantized, "\n", chars, seed=0)}
     for b in BATCHES:
@@ -153,14 +152,13 @@ def batch_turn(model: Model, batch: int, steps: int):
     return lambda: [None for _ in stream_batch(model, "\n", steps, num_samples=batch, seed=0)]
 
 
-def runtime_figures(fp32: Path, int8: Path, weights: Path, corpus: Path, chars: int, repeats: int,
+def runtime_figures(model: Model, quantized: Model, weights: Path, corpus: Path, repeats: int,
                     val_chars: int) -> dict:
     """The runtime's other figures: priming and validation loss."""
-    model, quantized, row = Model(fp32), Model(int8), {}
-    text = corpus.read_text(encoding="utf-8")
+    text, row = corpus.read_text(encoding="utf-8"), {}
     prompt = text[len(text) // 2:][:2000]
-    for name, path in (("", fp32), ("int8_", int8)):  # time to the first character of a fresh call:
-        prefill, plain = Model(path), Model(path, prefill=None)  # the threads of the last one at rest
+    for name, prefill in (("", model), ("int8_", quantized)):  # time to the first character of a fresh
+        plain = Model(prefill.name, prefill=None)  # call: the threads of the last one at rest
         for key, m in (("prefill", prefill), ("steps", plain)):
             row[f"prime_{name}{key}_ms"] = 1e3 * median_time(lambda: generate(m, prompt, 1, seed=0), repeats, 0.2)
     row["prime_recurrent_floor_ms"] = 1e3 * median_time(weight_floor(weights, len(prompt), "lstm.weight_hh"), repeats)
@@ -329,8 +327,10 @@ def main() -> None:
     parser.add_argument("--serve-torch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_runtime:
-        serve(runtime_turns(*args.serve_runtime, args.chars),
-              lambda: runtime_figures(*args.serve_runtime, args.corpus, args.chars, args.repeats, args.val_chars))
+        fp32, int8, weights = args.serve_runtime
+        model, quantized = Model(fp32), Model(int8)
+        serve(runtime_turns(model, quantized, weights, args.chars),
+              lambda: runtime_figures(model, quantized, weights, args.corpus, args.repeats, args.val_chars))
         return
     if args.serve_torch:
         serve({"torch": torch_step_loop(args.serve_torch, args.chars)})
