@@ -13,15 +13,10 @@ import statistics
 import time
 from pathlib import Path
 
+from charlstm.core.corpus import VAL_FRACTION, held_out, read_corpus
 from charlstm.runtime import Model, generate, score
 
 SAMPLES = [(0.5, 1), (0.8, 2), (1.0, 3)]  # (temperature, seed)
-
-
-def validation_text(corpus: Path, val_fraction: float) -> str:
-    """The held-out tail, as charlstm-train cuts it (text mode: CRLF read as one newline)."""
-    text = corpus.read_text(encoding="utf-8")
-    return text[len(text) - int(len(text) * val_fraction):]
 
 
 def chars_per_second(model: Model, n: int = 2000, repeats: int = 3) -> float:
@@ -37,12 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path)
     parser.add_argument("corpus", type=Path)
-    parser.add_argument("--val-fraction", type=float, default=0.05)
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     parser.add_argument("--slice", type=int, default=5000)
     parser.add_argument("--prime", default="\n")
     args = parser.parse_args()
     model = Model(args.model)
-    val = validation_text(args.corpus, args.val_fraction)
+    val = held_out(read_corpus(args.corpus), args.val_fraction)[1]  # the tail charlstm-train held out
     figures = {
         "size_bytes": args.model.stat().st_size,
         "val_chars": len(val),

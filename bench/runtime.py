@@ -6,9 +6,10 @@ Exports the checkpoint (fp32 with its prefill graph, and int8) into a temporary 
 128 x 1 contrast model trained for a few seconds on the corpus (the one the checkpoint was
 trained on: it also gives the 2,000-character prompt and the validation text). The runtime is
 measured in a torch-free process and torch's step loop in another; batch-1 generation, the
-floor, int8 and torch take turns, 3 x --repeats rounds, and each ratio is the median of the
-rounds' own ratios, so that the machine's drift does not decide a verdict. Writes runtime.json
-and runtime.png to --out. Needs the train extra (torch is the baseline).
+weight-streaming floor, int8, torch's step loop and batches of 1/8/64/256 take turns, 3 x
+--repeats rounds, and each ratio is the median of the rounds' own ratios, so that the machine's
+drift does not decide a verdict. Writes runtime.json and runtime.png to --out (--footprint also
+sizes two fresh virtual environments). Needs the train extra (torch is the baseline).
 """
 
 import argparse
@@ -24,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from charlstm.core.corpus import held_out, read_corpus
 from charlstm.runtime import Model, generate, score, stream_batch
-
-ROOT = Path(__file__).resolve().parents[1]
-MOLIERE = ROOT.parent / "shared" / "data" / "moliere.txt"
+from shared_corpus import MOLIERE, ROOT
 
 
 def median_time(fn, repeats: int, pause: float = 0.0) -> float:
@@ -61,7 +61,7 @@ def save_weights(ckpt_path: Path, path: Path) -> Path:
     """The matrices one step streams (LSTM input and recurrent weights, output layer) as .npz."""
     from charlstm.train import load_checkpoint
 
-    sd = load_checkpoint(ckpt_path)["state_dict"]
+    sd = load_checkpoint(ckpt_path).state_dict
     np.savez(path, **{k: v.numpy() for k, v in sd.items() if k.startswith(("lstm.weight", "head.weight"))})
     return path
 
@@ -155,14 +155,14 @@ def batch_turn(model: Model, batch: int, steps: int):
 def runtime_figures(model: Model, quantized: Model, weights: Path, corpus: Path, repeats: int,
                     val_chars: int) -> dict:
     """The runtime's other figures: priming and validation loss."""
-    text, row = corpus.read_text(encoding="utf-8"), {}
+    text, row = read_corpus(corpus), {}
     prompt = text[len(text) // 2:][:2000]
     for name, prefill in (("", model), ("int8_", quantized)):  # time to the first character of a fresh
         plain = Model(prefill.name, prefill=None)  # call: the threads of the last one at rest
         for key, m in (("prefill", prefill), ("steps", plain)):
             row[f"prime_{name}{key}_ms"] = 1e3 * median_time(lambda: generate(m, prompt, 1, seed=0), repeats, 0.2)
     row["prime_recurrent_floor_ms"] = 1e3 * median_time(weight_floor(weights, len(prompt), "lstm.weight_hh"), repeats)
-    val = text[len(text) - int(len(text) * 0.05):][:val_chars]
+    val = held_out(text)[1][:val_chars]
     row["val_nats"], row["int8_val_nats"] = score(model, val).nats_per_char, score(quantized, val).nats_per_char
     return row
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from charlstm.train import CharLSTM, ModelConfig, Trainer
+from shared_corpus import MOLIERE
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(128, 1), (512, 2)]
 
 
@@ -61,7 +61,7 @@ def charlstm_trainer(corpus: Path, hidden: int, layers: int, precision: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "moliere.txt")
+    parser.add_argument("--corpus", type=Path, default=MOLIERE)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)

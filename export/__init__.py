@@ -4,9 +4,10 @@
     result = export("model.pt")          # writes model.onnx; result.report has the parity table
 """
 
-from charlstm.runtime.common import lazy_exports
+from charlstm.core.errors import BadInput
+from charlstm.core.lazy import lazy_exports
 
 _API = {"export": "exporter", "ExportResult": "exporter", "ValidationFailed": "exporter",
         "validate": "validation", "Report": "validation", "export_step_graph": "onnx_graph"}
-__all__ = sorted(_API)
+__all__ = sorted([*_API, "BadInput"])
 __getattr__ = lazy_exports(__name__, _API)

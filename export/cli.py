@@ -4,7 +4,9 @@ from pathlib import Path
 
 import click
 
-from charlstm.runtime import clikit
+from charlstm.core import clikit
+from charlstm.core.errors import EXIT_FAILED
+from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 
 PROG = "charlstm-export"
 EXAMPLES = """\b
@@ -19,17 +21,17 @@ Examples:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
+@click.option("--atol", type=float, default=ATOL, show_default=True,
               help="Validation: |torch - onnxruntime| may reach atol + rtol * |torch|.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True,
+@click.option("--rtol", type=float, default=RTOL, show_default=True,
               help="Validation: the relative part, for the cell state, which grows large.")
-@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=STEPS, show_default=True,
               help="Autoregressive steps per validation scenario.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Run the file in onnxruntime beside torch before keeping it.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Write int8 weights (about 4x smaller, faster on CPUs) [default output: CHECKPOINT.int8.onnx].")
-@click.option("--max-kl", type=float, default=0.01, show_default=True,
+@click.option("--max-kl", type=float, default=MAX_KL, show_default=True,
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,
               help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
@@ -44,7 +46,7 @@ def command(checkpoint: Path, output: Path | None, atol: float, rtol: float, ste
                         quantize=quantize, max_kl=max_kl, rtol=rtol)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
-        clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", clikit.EXIT_FAILED)
+        clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", EXIT_FAILED)
     if result.report is not None:
         click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
                    err=True)

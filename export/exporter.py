@@ -5,11 +5,13 @@ from pathlib import Path
 
 import onnx
 
+from charlstm.core.artifacts import onnx_path, prefill_path
+from charlstm.core.errors import BadInput
+from charlstm.core.files import atomic_write, check_writable_destination, sha256_file
+from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
 from charlstm.export.quantize import quantize_int8
-from charlstm.export.validation import DEFAULT_ATOL, DEFAULT_MAX_KL, DEFAULT_RTOL, Report, validate
-from charlstm.runtime.common import BadInput, atomic_write, check_writable_destination, sha256_file
-from charlstm.runtime.model import prefill_path
+from charlstm.export.validation import Report, validate
 from charlstm.train import checkpoint
 
 
@@ -30,14 +32,9 @@ class ExportResult:
     prefill: Path | None = None  # the prefill graph written beside, if any
 
 
-def default_output(checkpoint_path: str | Path, quantize: str | None = None) -> Path:
-    """model.pt → model.onnx (model.int8.onnx when quantized), beside it."""
-    return Path(checkpoint_path).with_suffix(f".{quantize}.onnx" if quantize else ".onnx")
-
-
 def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
-           atol: float = DEFAULT_ATOL, steps: int = 300, prefill: bool = True, quantize: str | None = None,
-           max_kl: float = DEFAULT_MAX_KL, rtol: float = DEFAULT_RTOL) -> ExportResult:
+           atol: float = ATOL, steps: int = STEPS, prefill: bool = True, quantize: str | None = None,
+           max_kl: float = MAX_KL, rtol: float = RTOL) -> ExportResult:
     """Export a checkpoint to the single-step ONNX graph (and, with `prefill`, the sequence
     graph beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
     onnxruntime and torch disagree by more than atol + rtol * |torch| or, with quantize="int8",
@@ -46,21 +43,20 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
         raise BadInput("--atol, --rtol and --max-kl must be >= 0")
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize must be int8, not {quantize!r}")
-    out = check_writable_destination(out or default_output(checkpoint_path, quantize))
+    out = check_writable_destination(out or onnx_path(checkpoint_path, quantize))
     source = Path(checkpoint_path).resolve()
     clash = next((p for p in (out, prefill_path(out)) if p.resolve() == source), None)
     if clash is not None:  # the prefill path too: even --no-prefill removes a stale file there
         raise BadInput(f"writing {clash} would overwrite the checkpoint; choose another output path (-o)")
     ckpt = checkpoint.load(checkpoint_path)
     model = checkpoint.build_model(ckpt)
-    provenance = {"checkpoint_sha256": sha256_file(checkpoint_path),
-                  "val_loss": repr(float(ckpt["train"].get("val_loss", float("nan"))))}
-    proto = export_step_graph(model, ckpt["vocab"], provenance)
+    provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss))}
+    proto = export_step_graph(model, ckpt.vocab, provenance)
     check_graph(proto)
     ops = op_inventory(proto)
     data, prefill_data = proto.SerializeToString(), None
     if prefill:
-        prefill_proto = export_prefill_graph(model, ckpt["vocab"], provenance)
+        prefill_proto = export_prefill_graph(model, ckpt.vocab, provenance)
         check_graph(prefill_proto)
         prefill_data = prefill_proto.SerializeToString()
     if quantize:

@@ -1,4 +1,4 @@
-"""The single-step ONNX graph of a checkpoint: export, metadata, readable names, checks."""
+"""The ONNX graphs of a model — the single-step graph and the prefill graph — with metadata, readable names, checks."""
 
 import io
 import json
@@ -8,17 +8,17 @@ import onnx
 import torch
 from torch import nn
 
-from charlstm.runtime import formats as fmt
+from charlstm.core import formats as fmt
 from charlstm.train.model import CharLSTM
 
 # Opset 17 runs on every onnxruntime since 1.11 (mobile and web builds included) and has all
 # we use; the LSTM op has not changed since opset 14.
 OPSET = 17
-# The exporter, on purpose: torch's TorchScript one (dynamo=False, in _export). It emits one
-# native ONNX LSTM node per layer with its weights as plain initializers (what onnxruntime's
-# int8 quantizer needs), keeps everything in one file, and gives the same bytes on every run.
-# The dynamo exporter reorders the gate weights at run time (Slice/Concat), writes a side file
-# by default, and keeps the example's length in sequence graphs.
+# The exporter is torch's TorchScript one (dynamo=False, in _export): it emits one native ONNX
+# LSTM node per layer with its weights as plain initializers (what onnxruntime's int8 quantizer
+# needs), keeps everything in one file, and gives the same bytes on every run. The dynamo
+# exporter reorders the gate weights at run time (Slice/Concat), writes a side file by default,
+# and keeps the example's length in sequence graphs (docs/formats.md, MEASURED).
 
 
 class StepModule(nn.Module):

@@ -1,5 +1,6 @@
 """int8 graphs: onnxruntime's dynamic quantization of the LSTM and output-layer weights."""
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -14,9 +15,21 @@ def quantize_int8(onnx_bytes: bytes) -> bytes:
     """The same graph, I/O and metadata, with int8 weights (signed, per tensor)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process
-    with tempfile.TemporaryDirectory() as tmp:
+    with _quiet_root_logger(), tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx_bytes)
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
         return dst.read_bytes()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The quantizer logs its advice to pre-process through the root logger; silence it for
+    this call only, and give the application its logging back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

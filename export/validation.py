@@ -5,17 +5,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from charlstm.core import formats as fmt
+from charlstm.export.agreement import ATOL, RTOL, STEPS, random_state, worst_element
 from charlstm.runtime import Model
-from charlstm.runtime import formats as fmt
 from charlstm.train.model import CharLSTM
 
-# Two float32 implementations differ in summation order; over hundreds of carried steps the
-# differences grow to ~1e-5 on logits and h (order 1). The cell state c is unbounded (tens in
-# trained models) and drifts in proportion: 3x512 trained reached 2.3e-4 on c in 300 steps.
-# So an element passes when |diff| <= atol + rtol * |torch value|.
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-5
-DEFAULT_MAX_KL = 0.01  # int8: mean KL(torch || onnx) per character, in nats; ~ the loss it may add
 KL = "KL nats/char"
 
 
@@ -39,7 +33,6 @@ class Worst:
 @dataclass
 class Report:
     rows: list[Worst]
-    steps: int
 
     @property
     def ok(self) -> bool:
@@ -57,9 +50,9 @@ class Report:
         return "\n".join(lines)
 
 
-def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = DEFAULT_ATOL, steps: int = 300,
+def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = ATOL, steps: int = STEPS,
              batches: tuple[int, ...] = (1, 4), seed: int = 0, prefill_bytes: bytes | None = None,
-             max_kl: float | None = None, rtol: float = DEFAULT_RTOL) -> Report:
+             max_kl: float | None = None, rtol: float = RTOL) -> Report:
     """Run torch and onnxruntime side by side, autoregressively for `steps` characters, from
     zero and from random states, at each batch size; report the worst difference per output
     and the mean KL divergence of the next-character distributions. With a prefill graph, also
@@ -67,42 +60,35 @@ def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = DEFAULT_ATOL, ste
     atol + rtol * |torch|, or, for a quantized graph (`max_kl` given), the KL divergence alone."""
     runtime = Model(onnx_bytes, prefill=prefill_bytes, threads=1)
     model = model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     names = list(fmt.OUTPUT_NAMES) + ([f"prefill {n}" for n in fmt.OUTPUT_NAMES] if prefill_bytes else [])
     worst = {n: Worst(n, judged=max_kl is None) for n in names}
     tolerance = (atol, rtol)
     kl = [0.0, 0]  # sum, count
     for batch in batches:
         for start in ("zero", "random"):
-            h, c = _initial_state(model, batch, start, gen)
+            h, c = _initial_state(model, batch, start, rng)
             _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, f"batch {batch}, {start} state")
     for start in ("zero", "random") if prefill_bytes else ():
-        _run_prefill(model, runtime, steps, gen, worst, tolerance, start)
+        _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start)
     kl_row = Worst(KL, max_kl is not None, kl[0] / kl[1], max_kl or 0.0, "mean over all steps and lanes")
-    return Report(list(worst.values()) + [kl_row], steps)
+    return Report(list(worst.values()) + [kl_row])
 
 
 def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, tolerance, where) -> None:
     """Keep the worst element of output `name` relative to its allowance; where(index) says
     where it is."""
-    atol, rtol = tolerance
-    ours = ours.numpy()
-    diff, allowed = np.abs(ours - theirs), atol + rtol * np.abs(ours)
-    diff[np.isnan(diff)] = np.inf  # onnxruntime gave NaN where torch has a number: as bad as it gets
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(diff == 0, 0.0, diff / allowed)  # 0 / 0 allowed (atol = rtol = 0) is a match
-    i = np.unravel_index(ratio.argmax(), diff.shape)
-    if ratio[i] > worst[name].ratio:
+    i, diff, allowed, ratio = worst_element(theirs, ours.numpy(), *tolerance)  # torch is the reference
+    if ratio > worst[name].ratio:
         w = worst[name]
-        w.max_abs, w.limit, w.ratio, w.where = float(diff[i]), float(allowed[i]), float(ratio[i]), where(i)
+        w.max_abs, w.limit, w.ratio, w.where = diff, allowed, ratio, where(i)
 
 
-def _initial_state(model: CharLSTM, batch: int, start: str, gen: torch.Generator):
-    h, c = model.zero_state(batch)
-    if start == "random":
-        h = torch.rand(h.shape, generator=gen) * 2 - 1  # h lies in (-1, 1)
-        c = torch.randn(c.shape, generator=gen) * 2  # c is unbounded; trained cells reach a few units
-    return h, c
+def _initial_state(model: CharLSTM, batch: int, start: str, rng: np.random.Generator):
+    if start == "zero":
+        return model.zero_state(batch)
+    cfg = model.config
+    return tuple(map(torch.from_numpy, random_state(cfg.num_layers, batch, cfg.hidden_size, rng)))
 
 
 @torch.no_grad()
@@ -125,9 +111,9 @@ def _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, scenario) -> No
 
 
 @torch.no_grad()
-def _run_prefill(model, runtime, steps, gen, worst, tolerance, start) -> None:
+def _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start) -> None:
     """The prefill graph over a random sequence (two chunks of odd length) against torch."""
-    h, c = _initial_state(model, 1, start, gen)
+    h, c = _initial_state(model, 1, start, rng)
     tokens = torch.randint(model.config.vocab_size, (steps,), generator=gen)
     logits, (h2, c2) = model(tokens[:, None], (h, c))  # (T, 1, V)
     state = runtime.new_state(1)

@@ -6,7 +6,7 @@
     print(score(model, "Je vous aime.").nats_per_char)
 """
 
-from charlstm.runtime.common import BadInput
+from charlstm.core.errors import BadInput
 from charlstm.runtime.generate import Score, generate, generate_batch, lane_seeds, score, stream, stream_batch
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.sampler import SamplingOptions

@@ -1,15 +1,15 @@
 """`charlstm-sample`: a thin click layer over charlstm.runtime (numpy + onnxruntime only)."""
 
-import dataclasses
 import itertools
 import secrets
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from charlstm.runtime import clikit
-from charlstm.runtime.common import BadInput
+from charlstm.core import clikit
+from charlstm.core.errors import BadInput
 from charlstm.runtime.generate import generate_batch, lane_seeds, score, stream
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
@@ -22,8 +22,13 @@ Examples:
   charlstm-sample model.onnx --num-samples 3 -n 200 --stop $'\\n\\n'
   echo "Je vous" | charlstm-sample model.onnx --prime - --greedy -n 80
   charlstm-sample model.onnx --score act1.txt       # nats per character of a text
+  charlstm-sample --prime "ALCESTE."                # no MODEL: the shipped Molière model
 """
 DEFAULTS = SamplingOptions()
+# What --score does not use: given with it, they would be ignored, so they are refused.
+GENERATION_ONLY = {"prime": "--prime", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
+                   "top_p": "--top-p", "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
+                   "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo"}
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,28 +55,40 @@ DEFAULTS = SamplingOptions()
 def command(model: Path | None, prime: str, length: int, seed: int | None, num_samples: int,
             stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
             threads: int | None, **sampling):
-    """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text."""
+    """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
+
+    Without MODEL, the Molière model shipped with charlstm is used."""
+    if score_file is not None:
+        _refuse_generation_options()
+        return _score(Model(_model_path(model), threads=threads), score_file, unknown)
     options = SamplingOptions(**sampling)  # checks the values before the model loads
     if length < 0 or num_samples < 1:
         raise BadInput("-n must be >= 0 and --num-samples >= 1")
     lm = Model(_model_path(model), threads=threads)
-    if score_file is not None:
-        return _score(lm, score_file, unknown)
     prime = sys.stdin.read() if prime == "-" else prime
     chosen_seed = seed is not None
     seed = seed if chosen_seed else secrets.randbits(31)
-    kwargs = dict(seed=seed, stop=stop, unknown=unknown, **dataclasses.asdict(options))
+    kwargs = dict(seed=seed, stop=stop, unknown=unknown, options=options)
     shown = prime if echo else ""
     with clikit.reader_may_leave():
         if num_samples == 1:
             pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before printing
-            if not chosen_seed:
+            if not chosen_seed and not options.is_greedy:  # greedy text does not depend on a seed
                 click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
             _print_stream(itertools.chain([shown], pieces, ["\n"]))
         else:
             texts = generate_batch(lm, prime, length, num_samples, **kwargs)
             for i, (text, lane_seed) in enumerate(zip(texts, lane_seeds(seed, num_samples))):
-                sys.stdout.write(f"--- sample {i + 1} (seed {lane_seed}) ---\n{shown}{text}\n")
+                label = "" if options.is_greedy else f" (seed {lane_seed})"
+                sys.stdout.write(f"--- sample {i + 1}{label} ---\n{shown}{text}\n")
+
+
+def _refuse_generation_options() -> None:
+    context = click.get_current_context()
+    given = [flag for name, flag in GENERATION_ONLY.items()
+             if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
+    if given:
+        raise BadInput(f"--score measures a text and does not generate: drop {', '.join(given)}")
 
 
 def _print_stream(pieces) -> None:

@@ -1,12 +1,13 @@
 """Text from a model: priming with a prompt, streaming generation, stop strings, batches, scoring."""
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from charlstm.runtime.common import BadInput
+from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.sampler import SamplingOptions, choose
 
@@ -42,20 +43,27 @@ class _StopMatcher:
         return out
 
 
+def sampling_options(options: SamplingOptions | None, overrides: dict) -> SamplingOptions:
+    """`options` (default: SamplingOptions()) with the fields named in `overrides` replaced."""
+    return dataclasses.replace(options or SamplingOptions(), **overrides)
+
+
 def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: int = 1,
                  seed: int | None = None, stop: Sequence[str] = (), state: State | None = None,
-                 unknown: str = "error", **sampling) -> Iterator[list[str]]:
+                 unknown: str = "error", options: SamplingOptions | None = None,
+                 **sampling) -> Iterator[list[str]]:
     """Generate `num_samples` independent continuations of `prompt` at once, in one batch.
 
     Checks the arguments and feeds the prompt at once (so errors come from this call), then
     yields, after each step, the new text of every sample (a list, "" where nothing is new).
     `n` caps the generated characters of each sample; a sample also ends at the first of its
-    `stop` strings (not included). `sampling`: the fields of SamplingOptions. `state` (batch 1)
+    `stop` strings (not included). `options` says how characters are drawn; keyword arguments
+    named like its fields (temperature=..., top_p=...) override them. `state` (batch 1)
     continues an earlier text: the prompt is fed from it (to continue seamlessly, keep the state
     from before the text's last character and pass that character as the prompt). An empty
-    prompt feeds a line break first. Sample i uses the seed `seed + i` (lane_seeds);
-    seed=None draws fresh entropy."""
-    options = SamplingOptions(**sampling)
+    prompt feeds the start token first (Model.start_token). Sample i uses the seed `seed + i`
+    (lane_seeds); seed=None draws fresh entropy."""
+    options = sampling_options(options, sampling)
     if n < 0 or num_samples < 1:
         raise BadInput("the length must be >= 0 and the number of samples >= 1")
     if seed is not None and seed < 0:

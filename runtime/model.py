@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from charlstm.runtime import formats as fmt
-from charlstm.runtime.common import BadInput
+from charlstm.core import formats as fmt
+from charlstm.core.artifacts import prefill_path
+from charlstm.core.errors import BadInput
 
 
 @dataclass
@@ -44,12 +45,6 @@ class State:
 def default_threads() -> int:
     """Intra-op threads: all cores of a small device, at most 4 (more only adds sync cost)."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def prefill_path(step_path: str | os.PathLike) -> Path:
-    """Where the optional prefill graph of a step graph lives: model.onnx → model.prefill.onnx."""
-    path = Path(step_path)
-    return path.with_name(path.name.removesuffix(".onnx") + fmt.PREFILL_SUFFIX)
 
 
 class Model:
@@ -140,7 +135,7 @@ class Model:
     def prime(self, ids, state: State | None = None) -> tuple[np.ndarray, State]:
         """Feed a prompt's ids (T,), T ≥ 1, to one stream; the logits (1, V) after its last one."""
         if np.asarray(ids).size == 0:
-            raise ValueError("prime needs at least one token")
+            raise BadInput("prime needs at least one token")
         logits, state = self.feed(ids, state)
         return logits[-1:], state
 
@@ -152,8 +147,9 @@ def _read_metadata(session: ort.InferenceSession, name: str, kind: str) -> dict[
         raise BadInput(f"{name} is an ONNX file without charlstm metadata; make it with charlstm-export")
     if meta[fmt.META_FORMAT] != fmt.ONNX_FORMAT:
         raise BadInput(f"{name} has format {meta[fmt.META_FORMAT]!r}; this runtime reads {fmt.ONNX_FORMAT!r}")
-    if meta.get(fmt.META_GRAPH, fmt.GRAPH_STEP) != kind:
-        raise BadInput(f"{name} is a charlstm {meta[fmt.META_GRAPH]} graph; give the {kind} graph")
+    graph = meta.get(fmt.META_GRAPH, fmt.GRAPH_STEP)  # files without the key are step graphs
+    if graph != kind:
+        raise BadInput(f"{name} is a charlstm {graph} graph; give the {kind} graph")
     try:
         vocab = json.loads(meta[fmt.META_VOCAB])
         sizes = [int(meta[key]) for key in (fmt.META_NUM_LAYERS, fmt.META_HIDDEN_SIZE, fmt.META_VOCAB_SIZE)]
@@ -181,12 +177,11 @@ def _open_session(source, name, threads, session_options, providers, spin_after_
         raise BadInput(f"{name} is not an ONNX model onnxruntime can load ({first[:150]})") from None
 
 
-# How long onnxruntime's idle workers spin before they sleep (1.32 reads it; a version without
-# the setting ignores it and spins ~60 ms). Long enough to span the gap between two steps (the
-# sampler: ~10 us at batch 1); short enough that a finished generation stops burning a core (34
-# ms of CPU in the 150 ms after one, before) and that a prefill call right after a step loop
-# gets both cores (2,000 characters: 178 instead of 207 ms). Measured on 3 x 512, 2 cores; no
-# loss in speed at batch 1 or 256.
+# How long onnxruntime's idle workers spin before they sleep (read by onnxruntime 1.32; older
+# versions ignore it and spin ~60 ms). Long enough to span the gap between two steps (the
+# sampler takes ~10 us at batch 1); short enough that the cores are free, and idle, soon after
+# the last step: for the prefill call that may follow, for the app, and for a device's battery.
+# bench/README.md has the measurements.
 SPIN_DURATION_US = 200
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlstm.runtime.common import BadInput
+from charlstm.core.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import torch
 
 from charlstm.export import ValidationFailed, export, validate
 from charlstm.export.onnx_graph import OPSET, check_graph, op_inventory
-from charlstm.runtime import formats as fmt
-from charlstm.train import build_model, load_checkpoint
+from charlstm.core import formats as fmt
+from charlstm.train import build_model, load_checkpoint, save_checkpoint
 from conftest import assert_bad_input, blocked_env, run_cli, train_tiny
 
 CONFIGS = {  # (layers, hidden, embed): embed != hidden in each
@@ -46,7 +46,7 @@ def test_io_contract_and_metadata(exported):
     assert meta[fmt.META_FORMAT] == fmt.ONNX_FORMAT
     assert json.loads(meta[fmt.META_VOCAB]) == list("abcdef")
     assert (meta[fmt.META_NUM_LAYERS], meta[fmt.META_HIDDEN_SIZE], meta[fmt.META_VOCAB_SIZE]) == (str(L), str(H), "6")
-    assert float(meta[fmt.META_VAL_LOSS]) == ckpt["train"]["val_loss"]
+    assert float(meta[fmt.META_VAL_LOSS]) == ckpt.train.val_loss
     import hashlib
     assert meta[fmt.META_CHECKPOINT_SHA256] == hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
     assert "h_in" in proto.doc_string and proto.graph.name == "charlstm_step"
@@ -158,13 +158,12 @@ def test_bad_inputs(tiny_checkpoint, tmp_path):
     text.write_text("hello")
     truncated = tmp_path / "trunc.pt"
     truncated.write_bytes(tiny_checkpoint.read_bytes()[:3000])
-    future = tmp_path / "future.pt"
-    ckpt = torch.load(tiny_checkpoint, weights_only=True)
-    torch.save({**ckpt, "format": "charlstm-checkpoint/9"}, future)
+    future = tmp_path / "future.pt"  # a format this version does not know: made by hand on purpose
+    torch.save({**torch.load(tiny_checkpoint, weights_only=True), "format": "charlstm-checkpoint/9"}, future)
     diverged = tmp_path / "diverged.pt"
-    weights = {k: v.clone() for k, v in ckpt["state_dict"].items()}
-    weights["head.bias"][2] = float("nan")
-    torch.save({**ckpt, "state_dict": weights}, diverged)
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt.state_dict["head.bias"][2] = float("nan")
+    save_checkpoint(diverged, ckpt)
     assert_bad_input(run_cli("charlstm-export", tmp_path / "nope.pt"), "does not exist")
     assert_bad_input(run_cli("charlstm-export", tmp_path), "not a file")
     assert_bad_input(run_cli("charlstm-export", text), "not a readable charlstm checkpoint")

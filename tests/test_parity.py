@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from charlstm.export import export
 from charlstm.runtime import Model, SamplingOptions, generate, score
 from charlstm.runtime.sampler import choose
-from charlstm.train import CharLSTM, ModelConfig, build_model, load_checkpoint
+from charlstm.train import Checkpoint, CharLSTM, ModelConfig, build_model, load_checkpoint, save_checkpoint
+from charlstm.export.agreement import random_state
 from conftest import parity_failure, train_tiny
 from reference import ReferenceLSTM
 
@@ -39,8 +40,8 @@ def three_way(model: CharLSTM, runtime: Model, batch: int, start: str, steps: in
     cfg = model.config
     rng = np.random.default_rng(seed)
     shape = (cfg.num_layers, batch, cfg.hidden_size)
-    h = np.zeros(shape, np.float32) if start == "zero" else rng.uniform(-1, 1, shape).astype(np.float32)
-    c = np.zeros(shape, np.float32) if start == "zero" else (2 * rng.standard_normal(shape)).astype(np.float32)
+    zeros = (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+    h, c = zeros if start == "zero" else random_state(*shape, rng)
     reference = ReferenceLSTM(model.state_dict(), cfg.num_layers)
     states = {"torch": (h, c), "onnx": runtime.new_state(batch), "ref": (h.astype(np.float64), c.astype(np.float64))}
     states["onnx"].h[:], states["onnx"].c[:] = h, c
@@ -66,9 +67,7 @@ def random_model(layers, hidden, embed, vocab=40, seed=0) -> CharLSTM:
 
 
 def save_and_export(model: CharLSTM, vocab: list[str], folder) -> Model:
-    ckpt = {"format": "charlstm-checkpoint/1", "config": model.config.to_dict(), "vocab": vocab,
-            "state_dict": model.state_dict(), "train": {"val_loss": float("nan")}}
-    torch.save(ckpt, folder / "m.pt")
+    save_checkpoint(folder / "m.pt", Checkpoint.of(model, vocab))
     return Model(export(folder / "m.pt", folder / "m.onnx", validate_graph=False).path)
 
 
@@ -79,7 +78,7 @@ def trained(moliere_slice, tmp_path_factory):
     result = train_tiny(moliere_slice, folder / "m.pt", {"num_layers": 2, "hidden_size": 64, "embed_dim": 24},
                         {"max_steps": 300, "batch_size": 32, "seq_len": 64, "lr": 5e-3, "eval_every": 100})
     ckpt = load_checkpoint(result.best)
-    return build_model(ckpt), Model(export(result.best, folder / "m.onnx").path), ckpt["vocab"]
+    return build_model(ckpt), Model(export(result.best, folder / "m.onnx").path), ckpt.vocab
 
 
 @pytest.mark.parametrize("layers, hidden, embed", CONFIGS)

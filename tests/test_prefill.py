@@ -7,7 +7,8 @@ import pytest
 from charlstm.export import export
 from charlstm.export.onnx_graph import op_inventory
 from charlstm.runtime import BadInput, Model, generate, score
-from charlstm.runtime.model import SPIN_DURATION_US, prefill_path
+from charlstm.core.artifacts import prefill_path
+from charlstm.runtime.model import SPIN_DURATION_US
 from conftest import parity_failure, run_cli, train_tiny
 
 

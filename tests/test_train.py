@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 import torch
 
-from charlstm.runtime.formats import CHECKPOINT_FORMAT
+from charlstm.core.artifacts import latest_path
+from charlstm.core.formats import CHECKPOINT_FORMAT
 from charlstm.train import Corpus, Diverged, Interrupted, Trainer, build_model, load_checkpoint
 from charlstm.train.data import Lanes
-from charlstm.train.trainer import latest_path
 from conftest import BIN, TINY, TINY_RUN, assert_bad_input, markov_text, run_cli, train_tiny
 
 
@@ -39,7 +39,7 @@ def test_checkpoint_follows_the_contract(tiny_checkpoint):
     for key in ("corpus_sha256", "split", "step", "epoch", "train_loss", "val_loss", "seed", "versions", "seconds"):
         assert key in train
     assert train["val_loss"] == min(h["val_loss"] for h in train["history"])
-    model = build_model(ckpt)
+    model = build_model(load_checkpoint(tiny_checkpoint))
     assert isinstance(model.lstm, torch.nn.LSTM) and not model.lstm.batch_first
     latest = torch.load(latest_path(tiny_checkpoint), weights_only=True)
     assert {"optimizer", "rng", "resume"} <= latest.keys()
@@ -67,9 +67,9 @@ def test_same_seed_same_checkpoint(tiny_corpus, tmp_path):
     b = train_tiny(tiny_corpus, tmp_path / "b.pt")
     c = train_tiny(tiny_corpus, tmp_path / "c.pt", train_args={"seed": 1})
     ca, cb, cc = (load_checkpoint(r.best) for r in (a, b, c))
-    assert same_weights(ca["state_dict"], cb["state_dict"])
-    assert [h["val_loss"] for h in ca["train"]["history"]] == [h["val_loss"] for h in cb["train"]["history"]]
-    assert not same_weights(ca["state_dict"], cc["state_dict"])
+    assert same_weights(ca.state_dict, cb.state_dict)
+    assert [h["val_loss"] for h in ca.train.history] == [h["val_loss"] for h in cb.train.history]
+    assert not same_weights(ca.state_dict, cc.state_dict)
 
 
 def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
@@ -82,11 +82,11 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tiny_corpus, tmp_path)
     resumed = Trainer(tiny_corpus, resume=stopped.value.args[0]).run(out, progress=False, log=lambda m: None)
     for kind in (lambda r: r.best, lambda r: r.latest):
         a, b = load_checkpoint(kind(full)), load_checkpoint(kind(resumed))
-        assert same_weights(a["state_dict"], b["state_dict"])
-        assert a["train"]["history"] == [dict(h, seconds=a_h["seconds"]) for h, a_h in
-                                         zip(b["train"]["history"], a["train"]["history"])]
-    assert same_weights(load_checkpoint(full.latest)["optimizer"]["state"][0],
-                        load_checkpoint(resumed.latest)["optimizer"]["state"][0])
+        assert same_weights(a.state_dict, b.state_dict)
+        assert a.train.history == [dict(h, seconds=a_h["seconds"]) for h, a_h in
+                                   zip(b.train.history, a.train.history)]
+    assert same_weights(load_checkpoint(full.latest).resume.optimizer["state"][0],
+                        load_checkpoint(resumed.latest).resume.optimizer["state"][0])
 
 
 def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tiny_corpus, tmp_path):
@@ -102,7 +102,7 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tiny_corpus, tmp_path)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stderr.splitlines()[-1]
-    step = load_checkpoint(latest_path(out))["resume"]["step"]
+    step = load_checkpoint(latest_path(out)).resume.step
     assert 5 <= step < 2000
 
     other = run_cli("charlstm-train", *args[:-4], "--max-steps", 3000, "--resume", latest_path(out))
@@ -118,7 +118,7 @@ def test_a_diverging_run_stops_and_leaves_only_finite_checkpoints(tiny_corpus, t
         train_tiny(tiny_corpus, out, train_args={"lr": 1e6, "eval_every": 1})
     saved = [p for p in (out, latest_path(out)) if p.exists()]
     assert (str(out) in str(stopped.value)) == out.exists()
-    assert all(math.isfinite(load_checkpoint(p)["train"]["val_loss"]) for p in saved)
+    assert all(math.isfinite(load_checkpoint(p).train.val_loss) for p in saved)
 
 
 def test_cli_a_diverging_run_exits_1_with_one_line(tiny_corpus, tmp_path):
@@ -136,10 +136,10 @@ def test_cli_end_to_end_on_the_real_corpus(moliere_slice, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "best validation loss" in proc.stdout
     ckpt = load_checkpoint(out)
-    train_text = moliere_slice.read_text()[: ckpt["train"]["split"]["train_chars"]]
+    train_text = moliere_slice.read_text()[: ckpt.train.split["train_chars"]]
     counts = Counter(train_text)
     unigram = -sum(n / len(train_text) * math.log(n / len(train_text)) for n in counts.values())
-    assert ckpt["train"]["val_loss"] < unigram, "it must beat letter frequencies alone"
+    assert ckpt.train.val_loss < unigram, "it must beat letter frequencies alone"
     assert out.with_name("moliere.loss.png").stat().st_size > 1000
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from charlstm.runtime.common import atomic_write
-from charlstm.train.trainer import latest_path
+from charlstm.core.artifacts import latest_path
+from charlstm.core.files import atomic_write
 from conftest import assert_bad_input, blocked_env, markov_text, run_cli
 
 SMALL = ["--hidden-size", 8, "--num-layers", 1, "--embed-dim", 4, "--seq-len", 8, "--batch-size", 4]

@@ -7,12 +7,14 @@ Names are imported on first use, so that `charlstm-train` can say which extra is
 instead of failing on `import torch`.
 """
 
-from charlstm.runtime.common import lazy_exports
+from charlstm.core.errors import BadInput
+from charlstm.core.lazy import lazy_exports
 
 _API = {
     "ModelConfig": "config", "TrainOptions": "config", "CharLSTM": "model", "Corpus": "data",
     "Trainer": "trainer", "TrainResult": "trainer", "Interrupted": "trainer", "Diverged": "trainer",
-    "load_checkpoint": "checkpoint:load", "build_model": "checkpoint",
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint:load", "save_checkpoint": "checkpoint:save",
+    "build_model": "checkpoint",
 }
-__all__ = sorted(_API)
+__all__ = sorted([*_API, "BadInput"])
 __getattr__ = lazy_exports(__name__, _API)

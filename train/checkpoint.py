@@ -1,20 +1,87 @@
-"""The checkpoint file `model.pt`: writing it atomically, reading and checking it safely."""
+"""The checkpoint file `model.pt` (docs/formats.md): its keys are written and read here, nowhere else."""
 
+import dataclasses
+import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from charlstm.runtime.common import BadInput, atomic_write
-from charlstm.runtime.formats import CHECKPOINT_FORMAT
+from charlstm.core.errors import BadInput
+from charlstm.core.files import atomic_write
+from charlstm.core.formats import CHECKPOINT_FORMAT
 from charlstm.train.config import ModelConfig
 from charlstm.train.model import CharLSTM
 
+REQUIRED = ("config", "vocab", "state_dict", "train")
+RESUMABLE = ("optimizer", "rng", "resume")
 
-def save(path: str | Path, payload: dict) -> None:
-    """Write a checkpoint dict (tensors moved to the CPU) atomically."""
+
+@dataclass
+class Record:
+    """The run that made the weights (the file's `train` dict): provenance, losses, history."""
+
+    corpus_sha256: str = ""
+    split: dict = field(default_factory=dict)  # val_fraction, train_chars, val_chars
+    step: int = 0
+    epoch: float = 0.0  # fractional
+    train_loss: float = math.nan  # nats/char, mean since the previous validation
+    val_loss: float = math.nan  # nats/char on the held-out tail
+    seed: int = 0
+    options: dict = field(default_factory=dict)  # TrainOptions.to_dict()
+    versions: dict = field(default_factory=dict)
+    device: str = "cpu"
+    seconds: float = 0.0  # training wall time
+    history: list = field(default_factory=list)  # one dict per validation: step, train_loss, val_loss, seconds
+
+
+@dataclass
+class Resume:
+    """What a resumable checkpoint (`*.last.pt`) adds: optimizer, random and data state."""
+
+    optimizer: dict
+    rng: dict  # {"torch": ByteTensor, "cuda": ByteTensor | None}
+    step: int
+    best_val: float
+    history: list
+    losses: list  # training losses since the last validation
+    h: torch.Tensor | None  # (L, B, H), the carried lane state; None at an epoch's start
+    c: torch.Tensor | None
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    vocab: list[str]
+    state_dict: dict[str, torch.Tensor]
+    train: Record = field(default_factory=Record)
+    resume: Resume | None = None  # only in the resumable checkpoint
+
+    @classmethod
+    def of(cls, model: CharLSTM, vocab: list[str], record: Record | None = None) -> "Checkpoint":
+        """A checkpoint of a model's current weights (for a model not trained by a run: Record())."""
+        return cls(model.config, list(vocab), model.state_dict(), record or Record())
+
+    def to_dict(self) -> dict:
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "vocab": list(self.vocab),
+                   "state_dict": self.state_dict, "train": _fields(self.train)}
+        if self.resume is not None:
+            r = _fields(self.resume)
+            payload["optimizer"], payload["rng"] = r.pop("optimizer"), r.pop("rng")
+            payload["resume"] = r
+        return payload
+
+
+def _fields(obj) -> dict:
+    """A dataclass as a dict, values shared, not copied (dataclasses.asdict deep-copies tensors)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def save(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write a checkpoint (tensors moved to the CPU) atomically."""
     with atomic_write(path) as f:
-        torch.save(_to_cpu(payload), f)
+        torch.save(_to_cpu(ckpt.to_dict()), f)
 
 
 def _to_cpu(x):
@@ -27,25 +94,35 @@ def _to_cpu(x):
     return x
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path) -> Checkpoint:
     """Read and check a charlstm checkpoint; never unpickles arbitrary objects."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         raise BadInput(f"{path} is not a readable charlstm checkpoint ({_reason(e)})") from None
-    if not isinstance(ckpt, dict) or "format" not in ckpt:
+    if not isinstance(d, dict) or "format" not in d:
         raise BadInput(f"{path} is not a charlstm checkpoint (no 'format' key)")
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise BadInput(
-            f"{path} has format {ckpt['format']!r}; this charlstm reads {CHECKPOINT_FORMAT!r}"
-        )
-    missing = {"config", "vocab", "state_dict", "train"} - ckpt.keys()
+    if d["format"] != CHECKPOINT_FORMAT:
+        raise BadInput(f"{path} has format {d['format']!r}; this charlstm reads {CHECKPOINT_FORMAT!r}")
+    missing = set(REQUIRED) - d.keys()
     if missing:
         raise BadInput(f"{path} is not a complete charlstm checkpoint (missing {', '.join(sorted(missing))})")
-    return ckpt
+    try:
+        return Checkpoint(ModelConfig.from_dict(d["config"]), list(d["vocab"]), d["state_dict"],
+                          _record(d["train"]), _resume(d) if set(RESUMABLE) <= d.keys() else None)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInput(f"{path} is not a well-formed charlstm checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _record(d: dict) -> Record:
+    return Record(**{f.name: d[f.name] for f in dataclasses.fields(Record) if f.name in d})
+
+
+def _resume(d: dict) -> Resume:
+    return Resume(optimizer=d["optimizer"], rng=d["rng"], **d["resume"])
 
 
 def _reason(e: Exception) -> str:
@@ -56,14 +133,14 @@ def _reason(e: Exception) -> str:
     return (lines[0] if lines else type(e).__name__)[:120]
 
 
-def build_model(ckpt: dict) -> CharLSTM:
+def build_model(ckpt: Checkpoint) -> CharLSTM:
     """The model a checkpoint describes, with its weights, in eval mode on the CPU."""
     try:
-        model = CharLSTM(ModelConfig.from_dict(ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
+        model = CharLSTM(ckpt.config)
+        model.load_state_dict(ckpt.state_dict)
     except (KeyError, TypeError, RuntimeError) as e:
         raise BadInput(f"checkpoint config and weights disagree ({str(e).splitlines()[0][:120]})") from None
-    if len(ckpt["vocab"]) != model.config.vocab_size:
+    if len(ckpt.vocab) != ckpt.config.vocab_size:
         raise BadInput("checkpoint vocabulary size disagrees with its config")
     broken = [name for name, w in model.state_dict().items() if not torch.isfinite(w).all()]
     if broken:

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import click
 
-from charlstm.runtime import clikit
-from charlstm.runtime.common import BadInput, check_writable_destination
+from charlstm.core import clikit
+from charlstm.core.artifacts import curve_path
+from charlstm.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput
+from charlstm.core.files import check_writable_destination
 from charlstm.train.config import ModelConfig, TrainOptions
 
 PROG = "charlstm-train"
@@ -36,6 +38,8 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--seq-len", TrainOptions, int, "Characters per back-propagation chunk.")
 @_opt("--batch-size", TrainOptions, int, "Parallel lanes over the corpus.")
 @_opt("--lr", TrainOptions, float, "Peak learning rate (AdamW; warm-up, then cosine decay).")
+@_opt("--weight-decay", TrainOptions, float, "AdamW weight decay.")
+@_opt("--clip", TrainOptions, float, "Largest global gradient norm; larger gradients are scaled down.")
 @_opt("--epochs", TrainOptions, int, "Passes over the training text.")
 @_opt("--max-steps", TrainOptions, int, "Stop after this many optimizer steps.", "--epochs decides")
 @_opt("--val-fraction", TrainOptions, float, "Tail of the corpus held out for validation.")
@@ -67,10 +71,10 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, progre
     except Interrupted as e:
         _plot(trainer.history, output)
         clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
-                          f" -o {output} --resume {e.args[0]}", clikit.EXIT_INTERRUPTED)
+                          f" -o {output} --resume {e.args[0]}", EXIT_INTERRUPTED)
     except Diverged as e:
         _plot(trainer.history, output)
-        clikit.fail(PROG, str(e), clikit.EXIT_FAILED)
+        clikit.fail(PROG, str(e), EXIT_FAILED)
     plot = _plot(result.history, output)
     chars = result.step * trainer.options.batch_size * trainer.options.seq_len
     click.echo(f"done: {result.step} steps, {chars:,} characters in {result.seconds:.0f} s"
@@ -89,7 +93,7 @@ def _describe(trainer) -> None:
 
 
 def _plot(history, output: Path) -> str:
-    from charlstm.train.plot import curve_path, save_loss_curve
+    from charlstm.train.plot import save_loss_curve
 
     path = curve_path(output)
     if not history:

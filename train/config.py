@@ -4,7 +4,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from charlstm.runtime.common import BadInput
+from charlstm.core.corpus import VAL_FRACTION
+from charlstm.core.errors import BadInput
 
 
 def _require(ok: bool, message: str) -> None:
@@ -50,7 +51,7 @@ class TrainOptions(_AsDict):
     lr: float = 2e-3  # peak learning rate, after warm-up, before cosine decay
     epochs: int = 10
     max_steps: int | None = None  # stops earlier than `epochs` if given
-    val_fraction: float = 0.05  # the last characters of the corpus, never trained on
+    val_fraction: float = VAL_FRACTION  # the last characters of the corpus, never trained on
     eval_every: int | None = None  # steps between validations; default: 20 per run
     weight_decay: float = 0.01
     clip: float = 1.0  # max global gradient norm

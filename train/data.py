@@ -1,4 +1,4 @@
-"""The corpus: reading it safely, its vocabulary, the held-out split and the batched lanes."""
+"""The corpus as token ids: its vocabulary, its training and validation parts, the batched lanes."""
 
 import random
 from dataclasses import dataclass
@@ -6,32 +6,9 @@ from pathlib import Path
 
 import torch
 
-from charlstm.runtime.common import BadInput, sha256_file
-
-
-def read_corpus(path: str | Path, normalize_newlines: bool = True) -> str:
-    """Read a UTF-8 text file, refusing what is missing, empty, binary or not UTF-8.
-
-    With normalize_newlines, Windows (CRLF) and old Mac (CR) line ends become "\n", as
-    Python's text mode reads them: one character per line break, the same on every system."""
-    path = Path(path)
-    if not path.exists():
-        raise BadInput(f"corpus {path} does not exist")
-    if not path.is_file():
-        raise BadInput(f"corpus {path} is not a file")
-    raw = path.read_bytes()
-    if not raw:
-        raise BadInput(f"corpus {path} is empty")
-    if b"\x00" in raw:
-        raise BadInput(f"corpus {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(
-            f"corpus {path} is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start});"
-            " convert it first, e.g. iconv -f latin1 -t utf-8"
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n") if normalize_newlines else text
+from charlstm.core.corpus import held_out, read_corpus
+from charlstm.core.errors import BadInput
+from charlstm.core.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -49,13 +26,13 @@ class Corpus:
         vocab = sorted(set(text))
         index = {ch: i for i, ch in enumerate(vocab)}
         ids = torch.tensor([index[ch] for ch in text], dtype=torch.long)
-        n_val = int(len(ids) * val_fraction)
-        if n_val < 2:
+        train_ids, val_ids = held_out(ids, val_fraction)
+        if len(val_ids) < 2:
             raise BadInput(
-                f"corpus {path} is too short: {len(ids)} characters leave {n_val} for validation"
+                f"corpus {path} is too short: {len(ids)} characters leave {len(val_ids)} for validation"
                 f" (--val-fraction {val_fraction}); at least 2 are needed"
             )
-        return cls(vocab, ids[:-n_val], ids[-n_val:], sha256_file(path))
+        return cls(vocab, train_ids, val_ids, sha256_file(path))
 
 
 class Lanes:

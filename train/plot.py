@@ -2,17 +2,11 @@
 
 from pathlib import Path
 
-from charlstm.runtime.common import atomic_write
-
-
-def curve_path(out: str | Path) -> Path:
-    """model.pt → model.loss.png"""
-    out = Path(out)
-    return out.with_name(out.stem + ".loss.png")
+from charlstm.core.files import atomic_write
 
 
 def save_loss_curve(history: list[dict], path: str | Path) -> bool:
-    """Plot train and validation loss against characters seen; False if matplotlib is missing."""
+    """Plot train and validation loss against the optimizer step; False if matplotlib is missing."""
     try:
         import matplotlib
 

@@ -1,4 +1,4 @@
-"""The training loop: batched truncated BPTT, AdamW with warm-up and cosine decay, validation, resume."""
+"""One training run around the loop: setup and resume, validation and checkpoints, Ctrl-C, progress, history."""
 
 import math
 import platform
@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from charlstm.runtime.common import BadInput, check_writable_destination
-from charlstm.train import checkpoint
+from charlstm.core.artifacts import latest_path
+from charlstm.core.errors import BadInput
+from charlstm.core.files import check_writable_destination
+from charlstm.train import checkpoint, loop
+from charlstm.train.checkpoint import Checkpoint, Record, Resume
 from charlstm.train.config import ModelConfig, TrainOptions
 from charlstm.train.data import Corpus, Lanes, val_lanes
 from charlstm.train.model import CharLSTM
-from charlstm.runtime.formats import CHECKPOINT_FORMAT
 
 
 class Interrupted(Exception):
@@ -38,12 +39,6 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
-def latest_path(out: str | Path) -> Path:
-    """Where the resumable checkpoint of a run writing `out` lives: model.pt → model.last.pt."""
-    out = Path(out)
-    return out.with_name(out.stem + ".last" + (out.suffix or ".pt"))
-
-
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,15 +47,6 @@ def pick_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise BadInput(f"--device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
-
-
-def lr_at(step: int, total: int, peak: float) -> float:
-    """Linear warm-up over the first 5% (at most 200 steps), then cosine decay to peak / 10."""
-    warmup = max(1, min(200, total // 20))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def _merge(kind: str, chosen: dict, stored: dict) -> dict:
@@ -79,12 +65,12 @@ class Trainer:
         model_args, train_args = dict(model_args or {}), dict(train_args or {})
         ckpt = self._resumable(resume) if resume else None
         if ckpt:
-            train_args = _merge("training option", train_args, ckpt["train"]["options"])
+            train_args = _merge("training option", train_args, ckpt.train.options)
         self.options = TrainOptions(**train_args)
         self.corpus = Corpus.load(corpus_path, self.options.val_fraction, self.options.normalize_newlines)
         if ckpt:
             self._check_same_corpus(ckpt)
-            model_args = _merge("model option", model_args, ckpt["config"])
+            model_args = _merge("model option", model_args, ckpt.config.to_dict())
         self.config = ModelConfig(**{**model_args, "vocab_size": len(self.corpus.vocab)})
         self.device = pick_device(device)
         o = self.options
@@ -104,32 +90,32 @@ class Trainer:
 
     # -- resume ------------------------------------------------------------------
     @staticmethod
-    def _resumable(path) -> dict:
+    def _resumable(path) -> Checkpoint:
         ckpt = checkpoint.load(path)
-        if "optimizer" not in ckpt or "resume" not in ckpt:
+        if ckpt.resume is None:
             raise BadInput(
                 f"--resume: {path} holds no optimizer state (a best-model checkpoint);"
                 f" resume from the run's {latest_path(path).name} instead"
             )
         return ckpt
 
-    def _check_same_corpus(self, ckpt: dict) -> None:
-        if ckpt["train"]["corpus_sha256"] != self.corpus.sha256 or ckpt["vocab"] != self.corpus.vocab:
+    def _check_same_corpus(self, ckpt: Checkpoint) -> None:
+        if ckpt.train.corpus_sha256 != self.corpus.sha256 or ckpt.vocab != self.corpus.vocab:
             raise BadInput("--resume: the checkpoint was trained on another corpus (sha256 or vocabulary differ)")
 
-    def _restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        r = ckpt["resume"]
-        self.step_no, self.best_val, self.history = r["step"], r["best_val"], list(r["history"])
-        self._losses = list(r["losses"])
-        self.seconds = ckpt["train"]["seconds"]
-        self.state = (r["h"].to(self.device), r["c"].to(self.device)) if r["h"] is not None else None
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    def _restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(ckpt.resume.optimizer)
+        r = ckpt.resume
+        self.step_no, self.best_val, self.history = r.step, r.best_val, list(r.history)
+        self._losses = list(r.losses)
+        self.seconds = ckpt.train.seconds
+        self.state = (r.h.to(self.device), r.c.to(self.device)) if r.h is not None else None
+        torch.set_rng_state(r.rng["torch"])
+        if self.device.type == "cuda" and r.rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(r.rng["cuda"])
 
-    # -- one step ------------------------------------------------------------------
+    # -- the loop's steps, at this run's data position --------------------------------
     def train_step(self) -> float:
         """One optimizer step on the next chunk of every lane; returns the loss (nats/char)."""
         epoch, i = divmod(self.step_no, self.lanes.chunks_per_epoch)
@@ -138,69 +124,43 @@ class Trainer:
         if i == 0:
             self.state = None  # each epoch starts from zero state
         x, y = self.lanes.chunk(self._epoch_lanes, i)  # (T, B)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step_no, self.total_steps, self.options.lr)
-        self.model.train()
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.options.precision == "bf16"):
-            logits, state = self.model(x, self.state)  # (T, B, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip)
-        self.optimizer.step()
-        self.state = (state[0].detach().float(), state[1].detach().float())
+        o = self.options
+        loss, self.state = loop.train_step(self.model, self.optimizer, x, y, self.state,
+                                           lr=loop.lr_at(self.step_no, self.total_steps, o.lr),
+                                           clip=o.clip, precision=o.precision)
         self.step_no += 1
-        return loss.item()
+        return loss
 
-    @torch.no_grad()
-    def evaluate(self, chunk: int = 512) -> float:
+    def evaluate(self) -> float:
         """Validation loss, nats/char, over the held-out tail in lanes with carried state."""
-        self.model.eval()
-        lanes = val_lanes(self.corpus.val_ids).to(self.device)  # (N, B)
-        total, count, state = 0.0, 0, None
-        for start in range(0, len(lanes) - 1, chunk):
-            x, y = lanes[start : start + chunk], lanes[start + 1 : start + chunk + 1]
-            x = x[: len(y)]
-            logits, state = self.model(x, state)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-            count += y.numel()
+        total, count = loop.evaluate(self.model, val_lanes(self.corpus.val_ids).to(self.device))
         return total / count
 
     # -- checkpoints ---------------------------------------------------------------
-    def payload(self, resumable: bool, val_loss: float) -> dict:
+    def checkpoint(self, resumable: bool, val_loss: float) -> Checkpoint:
         c = self.corpus
-        train_loss = self.history[-1]["train_loss"] if self.history else math.nan
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.config.to_dict(),
-            "vocab": list(c.vocab),
-            "state_dict": self.model.state_dict(),
-            "train": {
-                "corpus_sha256": c.sha256,
-                "split": {"val_fraction": self.options.val_fraction,
-                          "train_chars": len(c.train_ids), "val_chars": len(c.val_ids)},
-                "step": self.step_no,
-                "epoch": self.step_no / self.lanes.chunks_per_epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "seed": self.options.seed,
-                "options": self.options.to_dict(),
-                "versions": {"torch": str(torch.__version__), "python": platform.python_version(),
-                             "charlstm": _version()},
-                "device": self.device.type,
-                "seconds": self.seconds,
-                "history": list(self.history),
-            },
-        }
+        record = Record(
+            corpus_sha256=c.sha256,
+            split={"val_fraction": self.options.val_fraction,
+                   "train_chars": len(c.train_ids), "val_chars": len(c.val_ids)},
+            step=self.step_no,
+            epoch=self.step_no / self.lanes.chunks_per_epoch,
+            train_loss=self.history[-1]["train_loss"] if self.history else math.nan,
+            val_loss=val_loss,
+            seed=self.options.seed,
+            options=self.options.to_dict(),
+            versions={"torch": str(torch.__version__), "python": platform.python_version(), "charlstm": _version()},
+            device=self.device.type,
+            seconds=self.seconds,
+            history=list(self.history),
+        )
+        ckpt = Checkpoint(self.config, list(c.vocab), self.model.state_dict(), record)
         if resumable:
-            payload["optimizer"] = self.optimizer.state_dict()
             cuda = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-            payload["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda}
             h, c_ = self.state if self.state is not None else (None, None)
-            payload["resume"] = {"step": self.step_no, "best_val": self.best_val,
-                                 "history": list(self.history), "losses": list(self._losses),
-                                 "h": h, "c": c_}
-        return payload
+            ckpt.resume = Resume(self.optimizer.state_dict(), {"torch": torch.get_rng_state(), "cuda": cuda},
+                                 self.step_no, self.best_val, list(self.history), list(self._losses), h, c_)
+        return ckpt
 
     # -- the run -----------------------------------------------------------------
     def run(self, out, progress: bool = True, log=None) -> TrainResult:
@@ -221,7 +181,7 @@ class Trainer:
                     if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
                         self._validate_and_save(out, latest, bar, log)
                     if stop.raised:
-                        checkpoint.save(latest, self.payload(True, self.best_val))
+                        checkpoint.save(latest, self.checkpoint(True, self.best_val))
                         raise Interrupted(latest)
         finally:
             if bar:
@@ -248,8 +208,8 @@ class Trainer:
         improved = val < self.best_val
         if improved:
             self.best_val = val
-            checkpoint.save(out, self.payload(False, val))
-        checkpoint.save(latest, self.payload(True, val))
+            checkpoint.save(out, self.checkpoint(False, val))
+        checkpoint.save(latest, self.checkpoint(True, val))
         msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
                + ("  (best, saved)" if improved else ""))
         (bar.write(msg, file=sys.stderr) if bar else log(msg))

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "bench")]  # conftest, and what it imports
 
 from charlstm.export import export  # noqa: E402
+from charlstm.export.agreement import random_state  # noqa: E402
 from charlstm.runtime import Model, SamplingOptions  # noqa: E402
 from charlstm.runtime.sampler import choose  # noqa: E402
 from charlstm.train import build_model, load_checkpoint  # noqa: E402
@@ -52,12 +53,11 @@ def main() -> None:
         result = train_tiny(corpus, Path(tmp) / "tiny.pt", train_args={"max_steps": 40})
         export(result.best, HERE / "tiny.onnx")
         ckpt = load_checkpoint(result.best)
-    model, vocab = build_model(ckpt), ckpt["vocab"]
+    model, vocab = build_model(ckpt), ckpt.vocab
     cfg = model.config
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, (STEPS, BATCH))
-    h = rng.uniform(-1, 1, (cfg.num_layers, BATCH, cfg.hidden_size)).astype(np.float32)
-    c = rng.standard_normal((cfg.num_layers, BATCH, cfg.hidden_size)).astype(np.float32)
+    h, c = random_state(cfg.num_layers, BATCH, cfg.hidden_size, rng)
     record = {"tokens": tokens, "h0": h, "c0": c, "logits": [], "h": [], "c": []}
     with torch.no_grad():
         state = (torch.from_numpy(h), torch.from_numpy(c))

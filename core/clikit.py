@@ -7,17 +7,11 @@ import sys
 from collections.abc import Iterator
 from typing import NoReturn
 
-import click
-
-from charlstm.runtime.common import BadInput
-
-EXIT_FAILED = 1  # the job itself failed: an export off tolerance, a training run that diverged
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
 
 
 def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
-    click.echo(f"{prog}: error: {message}", err=True)
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 
@@ -30,8 +24,10 @@ def require_extra(prog: str, *modules: str) -> None:
             fail(prog, f"{name} is not installed; {prog} needs the train extra: pip install 'charlstm[train]'")
 
 
-def run(command: click.Command, prog: str) -> NoReturn:
+def run(command, prog: str) -> NoReturn:
     """Run a click command; turn every expected failure into one line on stderr and a status."""
+    import click  # only here: the commands are click's, the rest of the kit is standard library
+
     try:
         status = command.main(prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -1,4 +1,4 @@
-"""The file-format contract: ONNX input/output names, metadata keys and format versions."""
+"""The file-format contract: format versions, ONNX input/output names and metadata keys (docs/formats.md)."""
 
 CHECKPOINT_FORMAT = "charlstm-checkpoint/1"
 ONNX_FORMAT = "charlstm-onnx/1"
@@ -14,9 +14,8 @@ INPUT_NAMES = (INPUT_TOKENS, INPUT_H, INPUT_C)
 OUTPUT_NAMES = (OUTPUT_LOGITS, OUTPUT_H, OUTPUT_C)
 BATCH_AXIS = "batch"
 
-# The optional prefill graph, written beside the step graph (model.onnx → model.prefill.onnx):
-# the same names, with tokens [steps, batch] and logits [steps, batch, vocab_size].
-PREFILL_SUFFIX = ".prefill.onnx"
+# The optional prefill graph, written beside the step graph (artifacts.prefill_path): the same
+# names, with tokens [steps, batch] and logits [steps, batch, vocab_size].
 STEPS_AXIS = "steps"
 GRAPH_STEP = "step"
 GRAPH_PREFILL = "prefill"

@@ -1,16 +1,13 @@
-"""Pure helpers every stage shares: the bad-input error, atomic file writes, hashing."""
+"""Files: sha256, checks on a destination before any work, atomic writes."""
 
 import contextlib
-import importlib
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-
-class BadInput(Exception):
-    """A problem the user can fix (wrong file, wrong option); CLIs print it on one line, exit 2."""
+from charlstm.core.errors import BadInput
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -57,18 +54,3 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def lazy_exports(package: str, api: dict[str, str]):
-    """A module `__getattr__` importing each public name from `package.<module>` on first use.
-
-    `api` maps a name to "module" or "module:attribute". Lets `charlstm.train` list its API
-    without importing torch, so a missing extra is reported as one line, not a traceback."""
-
-    def __getattr__(name: str):
-        if name not in api:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module, _, attribute = api[name].partition(":")
-        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
-
-    return __getattr__

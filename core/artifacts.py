@@ -1,0 +1,33 @@
+"""Artifact names: where each file of a run lives, derived from the one path the user names."""
+
+from pathlib import Path
+
+LATEST = ".last"  # model.pt → model.last.pt, the resumable checkpoint
+CURVE = ".loss.png"  # model.pt → model.loss.png, the loss curve
+ONNX = ".onnx"  # model.pt → model.onnx, the exported step graph
+PREFILL = ".prefill.onnx"  # model.onnx → model.prefill.onnx, its optional prefill graph
+QUANTIZED = ".{kind}.onnx"  # model.pt → model.int8.onnx with --quantize int8
+
+
+def latest_path(out: str | Path) -> Path:
+    """The resumable checkpoint of a run writing `out`: model.pt → model.last.pt."""
+    out = Path(out)
+    return out.with_name(out.stem + LATEST + (out.suffix or ".pt"))
+
+
+def curve_path(out: str | Path) -> Path:
+    """The loss curve of a run writing `out`: model.pt → model.loss.png."""
+    out = Path(out)
+    return out.with_name(out.stem + CURVE)
+
+
+def onnx_path(checkpoint: str | Path, quantize: str | None = None) -> Path:
+    """Where an export of `checkpoint` goes by default: model.pt → model.onnx (model.int8.onnx)."""
+    return Path(checkpoint).with_suffix(QUANTIZED.format(kind=quantize) if quantize else ONNX)
+
+
+def prefill_path(step: str | Path) -> Path:
+    """The prefill graph that goes with a step graph: model.onnx → model.prefill.onnx."""
+    step = Path(step)
+    return step.with_name(step.name.removesuffix(ONNX) + PREFILL)
+

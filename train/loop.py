@@ -1,0 +1,49 @@
+"""The training loop's pieces — schedule, one optimizer step, evaluation — as functions of model, optimizer and lanes."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from charlstm.train.model import State
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    """Linear warm-up over the first 5% (at most 200 steps), then cosine decay to peak / 10."""
+    warmup = max(1, min(200, total // 20))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               state: State | None, *, lr: float, clip: float, precision: str) -> tuple[float, State]:
+    """One optimizer step on a chunk: inputs x and targets y (T, B), from the carried state of
+    each lane (None: zeros). Returns the mean loss (nats/char) and the next state, detached."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
+        logits, state = model(x, state)  # (T, B, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item(), (state[0].detach().float(), state[1].detach().float())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, lanes: torch.Tensor, chunk: int = 512) -> tuple[float, int]:
+    """The summed cross-entropy (nats) and the number of characters predicted over validation
+    lanes (N, B), each read in order with carried state (sums, so that shards can be added)."""
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for start in range(0, len(lanes) - 1, chunk):
+        x, y = lanes[start : start + chunk], lanes[start + 1 : start + chunk + 1]  # (T, B)
+        x = x[: len(y)]
+        logits, state = model(x, state)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    return total, count
