@@ -130,6 +130,7 @@ def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
     assert f"wrote {out}" in proc.stdout and out.is_file()
 
 
+@pytest.mark.slow
 def test_cli_validation_failure_exits_1_and_writes_nothing(tiny_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
     proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out, "--atol", "0", "--rtol", "0", "--steps", 50)
@@ -146,6 +147,7 @@ def test_api_validation_failure_keeps_an_existing_file(tiny_checkpoint, tmp_path
     assert out.read_bytes() == b"an older good export"
 
 
+@pytest.mark.slow
 def test_default_output_is_beside_the_checkpoint(tiny_checkpoint, tmp_path):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(tiny_checkpoint.read_bytes())
@@ -153,6 +155,7 @@ def test_default_output_is_beside_the_checkpoint(tiny_checkpoint, tmp_path):
     assert proc.returncode == 0 and (tmp_path / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_bad_inputs(tiny_checkpoint, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -175,6 +178,7 @@ def test_bad_inputs(tiny_checkpoint, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_the_checkpoint_is_never_overwritten(tiny_checkpoint, tmp_path):
     ckpt, odd = tmp_path / "m.pt", tmp_path / "x.prefill.onnx"  # a checkpoint where the prefill graph goes
     for path in (ckpt, odd):
@@ -185,12 +189,27 @@ def test_the_checkpoint_is_never_overwritten(tiny_checkpoint, tmp_path):
     assert ckpt.read_bytes() == odd.read_bytes() == tiny_checkpoint.read_bytes()
 
 
+@pytest.mark.slow
 def test_without_the_train_extra(tiny_checkpoint, tmp_path):
     for missing in ("torch", "onnx"):
         proc = run_cli("charlstm-export", tiny_checkpoint, env=blocked_env(tmp_path, missing))
         assert_bad_input(proc, missing, "pip install 'charlstm[train]'")
 
 
+def test_quantizing_leaves_the_applications_logging_alone(tiny_checkpoint, tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        export(tiny_checkpoint, tmp_path / "q.onnx", quantize="int8", validate_graph=False, prefill=False)
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)
+
+
+@pytest.mark.slow
 def test_int8_export(tiny_corpus, tmp_path):
     from charlstm.runtime import Model, generate
 

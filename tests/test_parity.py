@@ -90,12 +90,14 @@ def test_random_weights_three_way(layers, hidden, embed, batch, start, tmp_path)
 
 
 @pytest.mark.parametrize("batch, start", [(1, "zero"), (1, "random"), (4, "zero"), (4, "random")])
+@pytest.mark.slow
 def test_trained_weights_three_way(trained, batch, start):
     model, runtime, _ = trained
     worst = three_way(model, runtime, batch, start)
     print({k: f"{v:.1e}" for k, v in worst.items()})  # shown with -s: the measured margins
 
 
+@pytest.mark.slow
 def test_torch_steps_equal_its_sequence_forward(trained):
     """No drift between carrying the state by hand and nn.LSTM's own loop over 1,000 steps."""
     model, _, _ = trained
@@ -109,6 +111,7 @@ def test_torch_steps_equal_its_sequence_forward(trained):
     assert_close("torch step vs sequence", STEPS - 1, "c", state[1].numpy(), c_seq.numpy())
 
 
+@pytest.mark.slow
 def test_greedy_text_is_identical(trained):
     model, runtime, vocab = trained
     prompt = "ALCESTE.\nMoi, je veux"
@@ -124,6 +127,7 @@ def test_greedy_text_is_identical(trained):
     assert generate(runtime, prompt, 400, greedy=True) == "".join(out)
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_identical_through_the_runtime_sampler(trained):
     model, runtime, vocab = trained
     options = SamplingOptions(temperature=0.9, top_p=0.95)
@@ -140,6 +144,7 @@ def test_seeded_sampling_is_identical_through_the_runtime_sampler(trained):
     assert generate(runtime, prompt, 400, seed=21, temperature=0.9, top_p=0.95) == "".join(out)
 
 
+@pytest.mark.slow
 def test_score_matches_torch(trained, moliere_slice):
     model, runtime, _ = trained
     text = moliere_slice.read_text()[-3000:]

@@ -78,6 +78,7 @@ def test_a_prefill_from_another_checkpoint_is_refused(pair, tiny_corpus, tmp_pat
         Model(prefill)
 
 
+@pytest.mark.slow
 def test_no_prefill_export_removes_a_stale_one(tiny_checkpoint, tmp_path):
     out = tmp_path / "m.onnx"
     assert run_cli("charlstm-export", tiny_checkpoint, "-o", out, "--no-validate").returncode == 0

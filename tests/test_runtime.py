@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from charlstm.runtime import (BadInput, Model, State, generate, generate_batch, lane_seeds, score,
-                              stream, stream_batch)
+from charlstm.runtime import (BadInput, Model, SamplingOptions, State, generate, generate_batch, lane_seeds,
+                              score, stream, stream_batch)
 from charlstm.runtime.generate import _StopMatcher
 
 
@@ -97,9 +97,24 @@ def test_stop_matcher_holds_back_only_possible_stops():
     assert m.push("D") == "" and m.done
 
 
-def test_an_empty_prompt_starts_after_a_line_break_or_the_first_id(model):
-    assert len(generate(model, "", 20, seed=0)) == 20
+def test_an_empty_prompt_starts_from_the_start_token(model):
+    """No line break in "abcdef": the start token is id 0, so "" continues like the prompt "a"."""
+    assert "\n" not in model.vocab and model.start_token == 0
+    assert generate(model, "", 40, seed=0) == generate(model, "a", 40, seed=0)
     assert generate(model, "", 0, seed=0) == ""
+
+
+def test_sampling_options_travel_as_one_object(model):
+    options = SamplingOptions(temperature=1.3, top_k=4, repetition_penalty=1.2)
+    by_object = generate(model, "abc", 200, seed=8, options=options)
+    assert by_object == generate(model, "abc", 200, seed=8, temperature=1.3, top_k=4, repetition_penalty=1.2)
+    assert by_object != generate(model, "abc", 200, seed=8, options=SamplingOptions(temperature=1.3))
+    overridden = generate(model, "abc", 200, seed=8, options=options, top_k=2)  # a keyword wins
+    assert overridden == generate(model, "abc", 200, seed=8, temperature=1.3, top_k=2, repetition_penalty=1.2)
+    assert generate_batch(model, "abc", 50, 2, seed=8, options=options) == [
+        generate(model, "abc", 50, seed=s, options=options) for s in (8, 9)]
+    with pytest.raises(BadInput, match="top-k"):
+        generate(model, "abc", 5, options=options, top_k=0)
 
 
 def test_stream_batch_yields_per_lane_pieces(model):
@@ -136,6 +151,8 @@ def test_api_bad_input(model, tmp_path):
         generate(model, "abc", 5, seed=-1)
     with pytest.raises(BadInput):
         score(model, "a")
+    with pytest.raises(BadInput, match="at least one token"):
+        model.prime([])
 
 
 def strip_metadata(tiny_onnx, path, **changes):
@@ -155,3 +172,12 @@ def test_onnx_without_charlstm_metadata_or_another_version(tiny_onnx, tmp_path):
     future = strip_metadata(tiny_onnx, tmp_path / "future.onnx", **{"charlstm.format": "charlstm-onnx/2"})
     with pytest.raises(BadInput, match="charlstm-onnx/2"):
         Model(future)
+
+
+def test_a_prefill_file_without_a_graph_key_is_read_as_a_step_graph(tiny_onnx, tmp_path):
+    """Files without charlstm.graph predate it and are step graphs: given as a prefill graph,
+    such a file is refused with BadInput (it was a KeyError)."""
+    old = strip_metadata(tiny_onnx, tmp_path / "old.onnx", **{"charlstm.graph": None})
+    assert Model(old).vocab == list("abcdef")
+    with pytest.raises(BadInput, match="is a charlstm step graph; give the prefill graph"):
+        Model(tiny_onnx, prefill=old)

@@ -46,6 +46,8 @@ def test_score(tiny_onnx, tiny_corpus):
     proc = run_cli("charlstm-sample", tiny_onnx, "--score", tiny_corpus)
     expected = score(Model(tiny_onnx), tiny_corpus.read_text()).nats_per_char
     assert proc.returncode == 0 and proc.stdout.startswith(f"{expected:.4f} nats/char")
+    kept = run_cli("charlstm-sample", tiny_onnx, "--score", tiny_corpus, "--threads", 1, "--unknown", "skip")
+    assert kept.stdout == proc.stdout, "the options --score uses are accepted"
 
 
 def test_help_has_examples():
@@ -69,8 +71,29 @@ def test_bad_options(tiny_onnx, args, words):
 
 
 def test_unknown_characters_can_be_skipped(tiny_onnx):
-    proc = run_cli("charlstm-sample", tiny_onnx, "--prime", "abxc", "--unknown", "skip", "-n", 5, "--seed", 0)
-    assert proc.returncode == 0 and proc.stdout.startswith("abxc")
+    """Generation continues from the characters kept ("abc")."""
+    proc = run_cli("charlstm-sample", tiny_onnx, "--prime", "abxc", "--unknown", "skip", "-n", 60, "--seed", 0)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "abxc" + generate(Model(tiny_onnx), "abc", 60, seed=0) + "\n"
+
+
+@pytest.mark.parametrize("args", [["--greedy"], ["--temperature", "0"]])
+def test_greedy_prints_no_seed(tiny_onnx, args):
+    proc = run_cli("charlstm-sample", tiny_onnx, "--prime", "ab", "-n", 30, *args)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout == "ab" + generate(Model(tiny_onnx), "ab", 30, greedy=True) + "\n"
+    several = run_cli("charlstm-sample", tiny_onnx, "--prime", "ab", "-n", 5, "--num-samples", 2, *args)
+    assert "seed" not in several.stdout + several.stderr and several.stdout.count("--- sample") == 2
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--seed", "3"], "--seed"), (["--prime", "ab"], "--prime"), (["-n", "10"], "-n"),
+    (["--temperature", "0.8"], "--temperature"), (["--top-k", "3", "--stop", "x"], "--top-k, --stop"),
+    (["--greedy"], "--greedy"), (["--no-echo"], "--echo/--no-echo"), (["--num-samples", "2"], "--num-samples"),
+])
+def test_score_refuses_options_it_would_ignore(tiny_onnx, tiny_corpus, args, named):
+    proc = run_cli("charlstm-sample", tiny_onnx, "--score", tiny_corpus, *args)
+    assert_bad_input(proc, "--score", f"drop {named}")
 
 
 def test_bad_model_files(tiny_onnx, tmp_path):
@@ -103,6 +126,7 @@ def test_ctrl_c_ends_quietly_with_130(tiny_onnx):
     assert proc.returncode == 130 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_a_long_generation(tiny_onnx):
     """Peak RSS after 20,000 and after 300,000 streamed characters: no growth with length."""
     script = textwrap.dedent(f"""

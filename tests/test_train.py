@@ -89,6 +89,7 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tiny_corpus, tmp_path)
                         load_checkpoint(resumed.latest).resume.optimizer["state"][0])
 
 
+@pytest.mark.slow
 def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tiny_corpus, tmp_path):
     out = tmp_path / "m.pt"
     args = [tiny_corpus, "-o", out, "--hidden-size", 16, "--num-layers", 1, "--embed-dim", 8,
@@ -121,6 +122,7 @@ def test_a_diverging_run_stops_and_leaves_only_finite_checkpoints(tiny_corpus, t
     assert all(math.isfinite(load_checkpoint(p).train.val_loss) for p in saved)
 
 
+@pytest.mark.slow
 def test_cli_a_diverging_run_exits_1_with_one_line(tiny_corpus, tmp_path):
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", "--hidden-size", 16, "--num-layers", 1,
                    "--seq-len", 16, "--batch-size", 8, "--max-steps", 40, "--lr", 1e6, "--no-progress")
@@ -129,13 +131,16 @@ def test_cli_a_diverging_run_exits_1_with_one_line(tiny_corpus, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("charlstm-train: error: training diverged")
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_the_real_corpus(moliere_slice, tmp_path):
     out = tmp_path / "moliere.pt"
     proc = run_cli("charlstm-train", moliere_slice, "-o", out, "--hidden-size", 64, "--num-layers", 1,
-                   "--embed-dim", 16, "--seq-len", 64, "--batch-size", 32, "--max-steps", 150, "--lr", "5e-3")
+                   "--embed-dim", 16, "--seq-len", 64, "--batch-size", 32, "--max-steps", 150, "--lr", "5e-3",
+                   "--weight-decay", 0.05, "--clip", 0.5)
     assert proc.returncode == 0, proc.stderr
     assert "best validation loss" in proc.stdout
     ckpt = load_checkpoint(out)
+    assert (ckpt.train.options["weight_decay"], ckpt.train.options["clip"]) == (0.05, 0.5)
     train_text = moliere_slice.read_text()[: ckpt.train.split["train_chars"]]
     counts = Counter(train_text)
     unigram = -sum(n / len(train_text) * math.log(n / len(train_text)) for n in counts.values())

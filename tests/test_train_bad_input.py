@@ -23,6 +23,7 @@ def corpus_file(tmp_path, data: bytes):
     (b"abcdef" * 5, ["too short"]),
     (b"abcdef" * 7, ["too short"]),
 ])
+@pytest.mark.slow
 def test_bad_corpus(tmp_path, data, words):
     assert_bad_input(run_cli("charlstm-train", corpus_file(tmp_path, data), "-o", tmp_path / "m.pt", *SMALL), *words)
 
@@ -38,7 +39,10 @@ def test_missing_corpus(tmp_path):
     ("--hidden-size", "many", ["--hidden-size"]),
     ("--val-fraction", "1.5", ["--val-fraction"]),
     ("--device", "tpu", ["--device"]),
+    ("--clip", "0", ["--clip"]),
+    ("--weight-decay", "-1", ["--weight-decay"]),
 ])
+@pytest.mark.slow
 def test_nonsense_options(tiny_corpus, tmp_path, option, value, words):
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", option, value)
     assert_bad_input(proc, *words)
@@ -49,6 +53,7 @@ def test_output_folder_missing(tiny_corpus, tmp_path):
     assert_bad_input(proc, "does not exist")
 
 
+@pytest.mark.slow
 def test_resume_refuses_foreign_and_mismatched_checkpoints(tiny_corpus, tiny_checkpoint, tmp_path):
     text_file = corpus_file(tmp_path, b"not a checkpoint at all")
     truncated = tmp_path / "truncated.pt"
@@ -65,6 +70,7 @@ def test_resume_refuses_foreign_and_mismatched_checkpoints(tiny_corpus, tiny_che
     assert_bad_input(run_cli("charlstm-train", other_corpus, *out, "--resume", latest), "another corpus")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_pickled_object(tiny_corpus, tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "charlstm-checkpoint/1", "x": torch.nn.Linear(2, 2)}, evil)
@@ -72,6 +78,7 @@ def test_resume_refuses_a_pickled_object(tiny_corpus, tmp_path):
                      "plain data only")
 
 
+@pytest.mark.slow
 def test_without_the_train_extra(tiny_corpus, tmp_path):
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", env=blocked_env(tmp_path, "torch"))
     assert_bad_input(proc, "pip install 'charlstm[train]'")
@@ -87,6 +94,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"], "no temporary file is left behind"
 
 
+@pytest.mark.slow
 def test_loss_curve_is_optional(tiny_corpus, tmp_path):
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", *SMALL, "--max-steps", 4,
                    env=blocked_env(tmp_path, "matplotlib"))
