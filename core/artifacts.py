@@ -31,3 +31,13 @@ def prefill_path(step: str | Path) -> Path:
     step = Path(step)
     return step.with_name(step.name.removesuffix(ONNX) + PREFILL)
 
+
+
+def train_outputs(out: str | Path) -> list[Path]:
+    """Every file a training run writing `out` writes: the best and the resumable checkpoints, the curve."""
+    return [Path(out), latest_path(out), curve_path(out)]
+
+
+def export_outputs(out: str | Path) -> list[Path]:
+    """Every file an export writing `out` writes, or removes (a prefill graph it does not replace)."""
+    return [Path(out), prefill_path(out)]

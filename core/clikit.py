@@ -10,6 +10,10 @@ from typing import NoReturn
 from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
 
 
+# charlstm is installed from a clone or a wheel (it is not on PyPI); README "Install" says more.
+INSTALL_TRAIN = "pip install torch==2.13.0 '.[train]' in a clone of charlstm (README: Install)"
+
+
 def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
@@ -21,7 +25,7 @@ def require_extra(prog: str, *modules: str) -> None:
         try:
             importlib.import_module(name)
         except ImportError:
-            fail(prog, f"{name} is not installed; {prog} needs the train extra: pip install 'charlstm[train]'")
+            fail(prog, f"{name} is not installed; {prog} needs charlstm's train extra: {INSTALL_TRAIN}")
 
 
 def run(command, prog: str) -> NoReturn:

@@ -5,13 +5,15 @@ from pathlib import Path
 from charlstm.core.errors import BadInput
 
 VAL_FRACTION = 0.05  # the default held-out tail
+BOM = "\ufeff"
 
 
 def read_corpus(path: str | Path, normalize_newlines: bool = True) -> str:
     """Read a UTF-8 text file, refusing what is missing, empty, binary or not UTF-8.
 
     With normalize_newlines, Windows (CRLF) and old Mac (CR) line ends become "\\n", as
-    Python's text mode reads them: one character per line break, the same on every system."""
+    Python's text mode reads them: one character per line break, the same on every system.
+    A leading byte-order mark (U+FEFF) marks the encoding, not the text, and is dropped."""
     path = Path(path)
     if not path.exists():
         raise BadInput(f"corpus {path} does not exist")
@@ -29,6 +31,7 @@ def read_corpus(path: str | Path, normalize_newlines: bool = True) -> str:
             f"corpus {path} is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start});"
             " convert it first, e.g. iconv -f latin1 -t utf-8"
         ) from None
+    text = text.removeprefix(BOM)
     return text.replace("\r\n", "\n").replace("\r", "\n") if normalize_newlines else text
 
 

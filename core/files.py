@@ -1,13 +1,26 @@
-"""Files: sha256, checks on a destination before any work, atomic writes."""
+"""Files: sha256, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
 
 import contextlib
 import hashlib
 import os
+import re
+import stat
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from charlstm.core.errors import BadInput
+
+try:
+    import fcntl
+except ImportError:  # Windows: no claims (docs/formats.md)
+    fcntl = None
+
+TMP_MARK = ".charlstm-"  # temporary files: .NAME.charlstm-XXXXXXXX.tmp beside NAME
+LOCK = ".{name}.lock"  # the claim on NAME, held while a run writes it
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -18,15 +31,38 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _kind(mode: int) -> str | None:
+    """What a file that charlstm must not replace is, or None for a regular file."""
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+
+
+def resolve_destination(path: str | os.PathLike) -> Path:
+    """The file a write to `path` replaces: a symlink is written through (the link stays and
+    points to the new file), so the target is what must be writable."""
+    return Path(os.path.realpath(path))
+
+
 def check_writable_destination(path: str | os.PathLike) -> Path:
-    """Fail early, before any work, if `path` cannot be written."""
+    """Fail early, before any work, if `path` cannot be written: its folder must exist and be
+    writable, and an existing file there must be a regular file (never a device, pipe, socket
+    or directory). Returns `path` as given."""
     path = Path(path)
-    if path.is_dir():
-        raise BadInput(f"{path} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise BadInput(f"folder {path.parent} does not exist; create it or choose another path")
-    if not os.access(path.parent, os.W_OK):
-        raise BadInput(f"folder {path.parent} is not writable")
+    target = resolve_destination(path)
+    try:
+        kind = _kind(target.stat().st_mode)
+    except FileNotFoundError:
+        kind = None
+    except OSError as e:
+        raise BadInput(f"cannot check {path} ({e.strerror})") from None
+    if kind is not None:
+        via = f" (the target of the link {path})" if path.is_symlink() else ""
+        raise BadInput(f"{target}{via} is {kind}; charlstm replaces regular files only: choose another path")
+    if not target.parent.is_dir():
+        raise BadInput(f"folder {target.parent} does not exist; create it or choose another path")
+    if not os.access(target.parent, os.W_OK):
+        raise BadInput(f"folder {target.parent} is not writable")
     return path
 
 
@@ -41,16 +77,101 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path`; on success rename it over `path`, else remove it.
 
     Readers see either the old file or the whole new one, never a truncated file."""
-    path = check_writable_destination(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = resolve_destination(check_writable_destination(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_held: dict[Path, tuple[int, int, int]] = {}  # what this process claims: target -> (thread, depth, lock fd)
+
+
+@contextlib.contextmanager
+def claim(paths, holder: str | None = None) -> Iterator[None]:
+    """Hold every destination in `paths` for this run: another run that claims one of them
+    gets BadInput naming this one. Each claim is a kernel lock (flock) on `.NAME.lock` beside
+    the file, so the lock of a killed run vanishes with it; the lock files are removed when the
+    claim ends. Once claimed, temporary files left beside a destination by a killed write are
+    removed. A thread may claim again what it holds (a CLI claims before any work, then the
+    API it calls claims the same files). `holder` describes this run in the other's message
+    (default: the process id and command line)."""
+    holder = holder or f"pid {os.getpid()}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}"
+    taken: list[Path] = []
+    try:
+        for target in dict.fromkeys(resolve_destination(check_writable_destination(p)) for p in paths):
+            _take(target, holder)
+            taken.append(target)
+        yield
+    finally:
+        for target in reversed(taken):
+            _give_back(target)
+
+
+def _take(target: Path, holder: str) -> None:
+    thread = threading.get_ident()
+    owner, depth, fd = _held.get(target, (thread, 0, -1))
+    if owner != thread:
+        raise BadInput(f"{target} is being written by another thread of this process; give each run its own output")
+    if depth == 0:
+        fd = _lock(target, holder)
+        _remove_stale_temporaries(target)
+    _held[target] = (thread, depth + 1, fd)
+
+
+def _give_back(target: Path) -> None:
+    thread, depth, fd = _held.pop(target)
+    if depth > 1:
+        _held[target] = (thread, depth - 1, fd)
+    else:
+        _unlock(target, fd)
+
+
+def _lock_path(target: Path) -> Path:
+    return target.with_name(LOCK.format(name=target.name))
+
+
+def _lock(target: Path, holder: str) -> int:
+    if fcntl is None:
+        return -1
+    lock = _lock_path(target)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise BadInput(f"{target} is being written by another run ({other}); wait for it to end,"
+                           " or choose another output path") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:  # not a file an ending run just removed
+                break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{holder}, since {time.strftime('%H:%M:%S')}".encode())
+    return fd
+
+
+def _unlock(target: Path, fd: int) -> None:
+    if fd < 0:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_lock_path(target))  # while still locked: a waiting run then retries on a new file
+    os.close(fd)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    pattern = re.compile(rf"\.{re.escape(target.name)}{re.escape(TMP_MARK)}[a-z0-9_]{{8}}\.tmp")
+    for entry in os.scandir(target.parent):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)

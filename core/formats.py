@@ -1,5 +1,7 @@
 """The file-format contract: format versions, ONNX input/output names and metadata keys (docs/formats.md)."""
 
+import collections
+
 CHECKPOINT_FORMAT = "charlstm-checkpoint/1"
 ONNX_FORMAT = "charlstm-onnx/1"
 
@@ -29,3 +31,17 @@ META_HIDDEN_SIZE = "charlstm.hidden_size"
 META_VOCAB_SIZE = "charlstm.vocab_size"
 META_CHECKPOINT_SHA256 = "charlstm.checkpoint_sha256"
 META_VAL_LOSS = "charlstm.val_loss"
+
+
+def vocab_problem(vocab) -> str | None:
+    """Why `vocab` is not a valid vocabulary (a list of distinct single characters, index = token
+    id), or None. Checked at export and when a runtime loads a model."""
+    if not isinstance(vocab, list) or not vocab:
+        return "the vocabulary is not a non-empty list"
+    bad = next((v for v in vocab if not isinstance(v, str) or len(v) != 1), None)
+    if bad is not None:
+        return f"the vocabulary holds {bad!r}, which is not a single character"
+    twice = sorted(v for v, n in collections.Counter(vocab).items() if n > 1)
+    if twice:
+        return f"the vocabulary holds {', '.join(map(repr, twice[:5]))} more than once"
+    return None

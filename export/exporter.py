@@ -5,9 +5,9 @@ from pathlib import Path
 
 import onnx
 
-from charlstm.core.artifacts import onnx_path, prefill_path
+from charlstm.core.artifacts import export_outputs, onnx_path, prefill_path
 from charlstm.core.errors import BadInput
-from charlstm.core.files import atomic_write, check_writable_destination, sha256_file
+from charlstm.core.files import atomic_write, claim, sha256_file
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
 from charlstm.export.quantize import quantize_int8
@@ -43,11 +43,16 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
         raise BadInput("--atol, --rtol and --max-kl must be >= 0")
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize must be int8, not {quantize!r}")
-    out = check_writable_destination(out or onnx_path(checkpoint_path, quantize))
+    out = Path(out or onnx_path(checkpoint_path, quantize))
     source = Path(checkpoint_path).resolve()
-    clash = next((p for p in (out, prefill_path(out)) if p.resolve() == source), None)
+    clash = next((p for p in export_outputs(out) if p.resolve() == source), None)
     if clash is not None:  # the prefill path too: even --no-prefill removes a stale file there
         raise BadInput(f"writing {clash} would overwrite the checkpoint; choose another output path (-o)")
+    with claim(export_outputs(out)):
+        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl)
+
+
+def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefill, quantize, max_kl) -> ExportResult:
     ckpt = checkpoint.load(checkpoint_path)
     model = checkpoint.build_model(ckpt)
     provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss))}

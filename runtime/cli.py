@@ -9,8 +9,8 @@ import click
 from click.core import ParameterSource
 
 from charlstm.core import clikit
-from charlstm.core.errors import BadInput
-from charlstm.runtime.generate import generate_batch, lane_seeds, score, stream
+from charlstm.core.errors import BadInput, plural
+from charlstm.runtime.generate import lane_seeds, score, stream, stream_batch
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
 
@@ -65,11 +65,12 @@ def command(model: Path | None, prime: str, length: int, seed: int | None, num_s
     if length < 0 or num_samples < 1:
         raise BadInput("-n must be >= 0 and --num-samples >= 1")
     lm = Model(_model_path(model), threads=threads)
-    prime = sys.stdin.read() if prime == "-" else prime
+    prime = _read_stdin() if prime == "-" else _argument_text(prime, "--prime")
     chosen_seed = seed is not None
     seed = seed if chosen_seed else secrets.randbits(31)
+    stop = [_argument_text(s, "--stop") for s in stop]
     kwargs = dict(seed=seed, stop=stop, unknown=unknown, options=options)
-    shown = prime if echo else ""
+    shown = lm.decode(lm.encode(prime, unknown)) if echo else ""  # the prompt the model was given
     with clikit.reader_may_leave():
         if num_samples == 1:
             pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before printing
@@ -77,10 +78,46 @@ def command(model: Path | None, prime: str, length: int, seed: int | None, num_s
                 click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
             _print_stream(itertools.chain([shown], pieces, ["\n"]))
         else:
-            texts = generate_batch(lm, prime, length, num_samples, **kwargs)
-            for i, (text, lane_seed) in enumerate(zip(texts, lane_seeds(seed, num_samples))):
-                label = "" if options.is_greedy else f" (seed {lane_seed})"
-                sys.stdout.write(f"--- sample {i + 1}{label} ---\n{shown}{text}\n")
+            steps = stream_batch(lm, prime, length, num_samples=num_samples, **kwargs)
+            labels = [f"--- sample {i + 1}" + ("" if options.is_greedy else f" (seed {s})") + " ---"
+                      for i, s in enumerate(lane_seeds(seed, num_samples))]
+            _print_samples(steps, labels, shown)
+
+
+def _print_samples(steps, labels: list[str], shown: str) -> None:
+    """Samples of one batch, each under its label once complete; after Ctrl-C, what each had."""
+    lanes = [[] for _ in labels]
+    try:
+        for pieces in steps:
+            for lane, piece in zip(lanes, pieces):
+                lane.append(piece)
+    except KeyboardInterrupt:
+        _write_samples(labels, shown, lanes, " (interrupted)")
+        raise
+    _write_samples(labels, shown, lanes, "")
+
+
+def _write_samples(labels, shown, lanes, note) -> None:
+    for label, lane in zip(labels, lanes):
+        sys.stdout.write(f"{label}\n{shown}{''.join(lane)}{note}\n")
+    sys.stdout.flush()
+
+
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"standard input is not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def _argument_text(text: str, flag: str) -> str:
+    """Text from the command line; bytes that were not UTF-8 arrive as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{flag} is not valid UTF-8 text") from None
+    return text
 
 
 def _refuse_generation_options() -> None:
@@ -117,7 +154,7 @@ def _score(lm: Model, path: Path, unknown: str) -> None:
         raise BadInput(f"cannot read {path} as UTF-8 text ({e.__class__.__name__})") from None
     s = score(lm, text, unknown)
     click.echo(f"{s.nats_per_char:.4f} nats/char ({s.bits_per_char:.4f} bits/char, perplexity"
-               f" {s.perplexity:.3f}) over {s.chars:,} characters of {path}")
+               f" {s.perplexity:.3f}) over {plural(s.chars, 'character')} of {path}")
 
 
 def main() -> None:

@@ -43,6 +43,18 @@ class _StopMatcher:
         return out
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _stop_strings(stop) -> list[str]:
+    """One stop string, or a sequence of them."""
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    if not all(isinstance(s, str) for s in stops):
+        raise BadInput("stop must be a string or a list of strings")
+    return stops
+
+
 def sampling_options(options: SamplingOptions | None, overrides: dict) -> SamplingOptions:
     """`options` (default: SamplingOptions()) with the fields named in `overrides` replaced."""
     return dataclasses.replace(options or SamplingOptions(), **overrides)
@@ -57,18 +69,21 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     Checks the arguments and feeds the prompt at once (so errors come from this call), then
     yields, after each step, the new text of every sample (a list, "" where nothing is new).
     `n` caps the generated characters of each sample; a sample also ends at the first of its
-    `stop` strings (not included). `options` says how characters are drawn; keyword arguments
+    `stop` strings (one string, or a list; not included). `options` says how characters are drawn; keyword arguments
     named like its fields (temperature=..., top_p=...) override them. `state` (batch 1)
     continues an earlier text: the prompt is fed from it (to continue seamlessly, keep the state
     from before the text's last character and pass that character as the prompt). An empty
     prompt feeds the start token first (Model.start_token). Sample i uses the seed `seed + i`
     (lane_seeds); seed=None draws fresh entropy."""
     options = sampling_options(options, sampling)
-    if n < 0 or num_samples < 1:
-        raise BadInput("the length must be >= 0 and the number of samples >= 1")
-    if seed is not None and seed < 0:
-        raise BadInput(f"the seed must be >= 0, not {seed}")
-    if state is not None and state.batch != 1:
+    stop = _stop_strings(stop)
+    if not isinstance(prompt, str):
+        raise BadInput(f"the prompt must be a string, not {type(prompt).__name__}")
+    if not _is_int(n) or not _is_int(num_samples) or n < 0 or num_samples < 1:
+        raise BadInput("the length must be an integer >= 0 and the number of samples an integer >= 1")
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise BadInput(f"the seed must be >= 0 and an integer, not {seed!r}")
+    if isinstance(state, State) and state.batch != 1:
         raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
     logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
@@ -89,7 +104,7 @@ def _steps(model, logits, state, n, options, rngs, recent, stop) -> Iterator[lis
             break
         if options.repetition_penalty != 1.0:
             recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
-        logits, state = model.step(tokens, state)
+        logits, state = model._step(tokens, state)
     yield [m.flush() for m in matchers]
 
 

@@ -1,4 +1,4 @@
-"""An exported model in onnxruntime: its metadata, vocabulary, state and single step."""
+"""An exported model in onnxruntime: its metadata checked against its graph, vocabulary, state and single step."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from charlstm.core import formats as fmt
 from charlstm.core.artifacts import prefill_path
-from charlstm.core.errors import BadInput
+from charlstm.core.errors import BadInput, plural
 
 
 @dataclass
@@ -47,24 +47,36 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What a graph's metadata says, once checked against the graph itself."""
+
+    meta: dict[str, str]
+    vocab: list[str]
+    num_layers: int
+    hidden_size: int
+
+
 class Model:
     """A charlstm ONNX model loaded in onnxruntime; everything it needs comes from the file.
 
     `source` is a path or the file's bytes. `prefill` is the optional prefill graph (a path or
     bytes) that feeds prompts and scores texts in one call; "auto" looks for model.prefill.onnx
-    beside a model.onnx path; None never uses one. `threads` sets onnxruntime's intra-op
-    threads; `session_options` and `providers` go to onnxruntime as they are."""
+    beside a model.onnx path; None never uses one. `threads` (>= 1) sets onnxruntime's
+    intra-op threads; `session_options` and `providers` go to onnxruntime as they are.
+    A file whose metadata disagrees with its graph is refused with BadInput, as are token ids
+    and states that do not fit the model, before they reach onnxruntime."""
 
     def __init__(self, source: str | os.PathLike | bytes, *, prefill="auto", threads: int | None = None,
                  session_options: ort.SessionOptions | None = None, providers: list | None = None):
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise BadInput(f"threads must be an integer >= 1, not {threads!r}")
         self.name = "<bytes>" if isinstance(source, bytes) else str(source)
         opened = (threads, session_options, providers)
         self._session = _open_session(source, self.name, *opened)
-        self.metadata = _read_metadata(self._session, self.name, fmt.GRAPH_STEP)
-        self.vocab: list[str] = json.loads(self.metadata[fmt.META_VOCAB])
-        self.num_layers = int(self.metadata[fmt.META_NUM_LAYERS])
-        self.hidden_size = int(self.metadata[fmt.META_HIDDEN_SIZE])
-        self.vocab_size = int(self.metadata[fmt.META_VOCAB_SIZE])
+        header = _read_header(self._session, self.name, fmt.GRAPH_STEP)
+        self.metadata, self.vocab = header.meta, header.vocab
+        self.num_layers, self.hidden_size, self.vocab_size = header.num_layers, header.hidden_size, len(header.vocab)
         self._index = {ch: i for i, ch in enumerate(self.vocab)}
         if prefill == "auto":
             beside = None if isinstance(source, bytes) else prefill_path(source)
@@ -74,8 +86,14 @@ class Model:
     def _open_prefill(self, prefill, opened) -> ort.InferenceSession:
         name = "<prefill bytes>" if isinstance(prefill, bytes) else str(prefill)
         session = _open_session(prefill, name, *opened, spin_after_run=False)
-        meta = _read_metadata(session, name, fmt.GRAPH_PREFILL)
-        if meta[fmt.META_CHECKPOINT_SHA256] != self.metadata[fmt.META_CHECKPOINT_SHA256]:
+        header = _read_header(session, name, fmt.GRAPH_PREFILL)
+        ours, theirs = self.metadata.get(fmt.META_CHECKPOINT_SHA256), header.meta.get(fmt.META_CHECKPOINT_SHA256)
+        if ours is None or theirs is None:
+            missing = self.name if ours is None else name
+            raise BadInput(f"{missing} has no {fmt.META_CHECKPOINT_SHA256}, so nothing says that {name} belongs to"
+                           f" {self.name}; export both again, or load the model with prefill=None")
+        if ours != theirs or (header.vocab, header.num_layers, header.hidden_size) != (
+                self.vocab, self.num_layers, self.hidden_size):
             raise BadInput(f"{name} was exported from another checkpoint than {self.name};"
                            " export both again, or delete it")
         return session
@@ -88,46 +106,57 @@ class Model:
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Token ids (T,) int64; characters outside the vocabulary raise BadInput, or are
         dropped with unknown="skip"."""
+        if unknown not in ("error", "skip"):
+            raise BadInput(f"unknown must be 'error' or 'skip', not {unknown!r}")
         missing = sorted({ch for ch in text if ch not in self._index})
         if missing and unknown != "skip":
             shown = ", ".join(repr(ch) for ch in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise BadInput(f"text has {len(missing)} character(s) not in the model's vocabulary: {shown}")
+            raise BadInput(f"text has {plural(len(missing), 'character')} not in the model's vocabulary: {shown}")
         return np.fromiter((self._index[ch] for ch in text if ch in self._index), dtype=np.int64)
 
     def decode(self, ids) -> str:
-        return "".join(self.vocab[i] for i in np.asarray(ids).reshape(-1))
+        return "".join(self.vocab[i] for i in self._ids(ids, "ids", allow_empty=True).tolist())
 
     @property
     def start_token(self) -> int:
-        """What an empty prompt feeds first: a line break if the vocabulary has one."""
+        """What an empty prompt feeds first: a line break if the vocabulary has one, else id 0."""
         return self._index.get("\n", 0)
 
     # -- stepping ----------------------------------------------------------------------
     def new_state(self, batch: int = 1) -> State:
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise BadInput(f"batch must be an integer >= 1, not {batch!r}")
         shape = (self.num_layers, batch, self.hidden_size)
         return State(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
 
     def step(self, tokens, state: State) -> tuple[np.ndarray, State]:
         """One character for each of B streams: tokens (B,) → logits (B, V) and the next state."""
-        feed = {fmt.INPUT_TOKENS: np.asarray(tokens, dtype=np.int64).reshape(-1),
-                fmt.INPUT_H: state.h, fmt.INPUT_C: state.c}
-        logits, h, c = self._session.run(fmt.OUTPUT_NAMES, feed)
+        tokens = self._ids(tokens, "tokens")
+        self._check_state(state, len(tokens))
+        return self._step(tokens, state)
+
+    def _step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """step() for arguments known to fit (generation's own loop)."""
+        feed = {fmt.INPUT_TOKENS: tokens, fmt.INPUT_H: state.h, fmt.INPUT_C: state.c}
+        logits, h, c = _run(self._session, self.name, feed)
         return logits, State(h, c)
 
     def feed(self, ids, state: State | None = None, chunk: int = 4096) -> tuple[np.ndarray, State]:
         """Feed ids (T,) to one stream: the logits after each (T, V) and the state after the
         last. One prefill-graph call per `chunk` ids when there is a prefill graph."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        state = state or self.new_state(1)
+        ids = self._ids(ids, "ids", allow_empty=True)
+        if state is None:
+            state = self.new_state(1)
+        self._check_state(state, 1)
         logits = [np.zeros((0, self.vocab_size), np.float32)]
         if self._prefill is None:
             for token in ids:
-                out, state = self.step(token[None], state)
+                out, state = self._step(token[None], state)
                 logits.append(out)
             return np.concatenate(logits), state
         for start in range(0, len(ids), chunk):
             feed = {fmt.INPUT_TOKENS: ids[start : start + chunk, None], fmt.INPUT_H: state.h, fmt.INPUT_C: state.c}
-            out, h, c = self._prefill.run(fmt.OUTPUT_NAMES, feed)  # (T, 1, V)
+            out, h, c = _run(self._prefill, self.name, feed)  # (T, 1, V)
             logits.append(out[:, 0])
             state = State(h, c)
         return np.concatenate(logits), state
@@ -139,10 +168,56 @@ class Model:
         logits, state = self.feed(ids, state)
         return logits[-1:], state
 
+    # -- checks at the edge of the API ----------------------------------------------------
+    def _ids(self, ids, what: str, allow_empty: bool = False) -> np.ndarray:
+        """Token ids as int64 (N,): integers in [0, vocab_size), never wrapped or truncated."""
+        array = np.asarray(ids)
+        if array.ndim > 1:
+            raise BadInput(f"{what} must be one id or a 1-D sequence of ids, not an array of shape {array.shape}")
+        array = array.reshape(-1)
+        if array.size == 0:
+            if allow_empty:
+                return array.astype(np.int64)
+            raise BadInput(f"{what} must hold at least one id")
+        if array.dtype.kind not in "iu":
+            raise BadInput(f"{what} must be integer token ids, not {array.dtype} values")
+        low, high = array.min(), array.max()
+        if low < 0 or high >= self.vocab_size:
+            raise BadInput(f"{what} must lie in [0, {self.vocab_size}) for this model; got {low if low < 0 else high}")
+        return array.astype(np.int64, copy=False)
 
-def _read_metadata(session: ort.InferenceSession, name: str, kind: str) -> dict[str, str]:
-    """The charlstm metadata of a step or prefill graph, checked against its inputs and outputs."""
-    meta = dict(session.get_modelmeta().custom_metadata_map)
+    def _check_state(self, state, batch: int) -> None:
+        if not isinstance(state, State):
+            raise BadInput(f"state must be a charlstm State, not {type(state).__name__}")
+        expected = (self.num_layers, batch, self.hidden_size)
+        for name, part in (("h", state.h), ("c", state.c)):
+            if not isinstance(part, np.ndarray) or part.dtype != np.float32:
+                kind = part.dtype if isinstance(part, np.ndarray) else type(part).__name__
+                raise BadInput(f"state.{name} must be a float32 array, not {kind}")
+            if part.shape != expected:
+                raise BadInput(f"state.{name} has shape {part.shape}; this model and batch need (layers, batch,"
+                               f" hidden) = {expected}")
+
+
+def _run(session: ort.InferenceSession, name: str, feed: dict) -> list[np.ndarray]:
+    """One call of a graph; a file damaged in a way its header does not show fails here."""
+    try:
+        return session.run(fmt.OUTPUT_NAMES, feed)
+    except Exception as e:  # onnxruntime's own exception types
+        raise BadInput(f"{name} failed in onnxruntime, the file may be damaged ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
+
+
+def _read_header(session: ort.InferenceSession, name: str, kind: str) -> _Header:
+    """The charlstm metadata of a step or prefill graph, checked against the graph's own
+    declared inputs and outputs: names, element types, layers, hidden size, vocabulary size."""
+    try:
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError:
+        raise BadInput(f"{name} has metadata that is not UTF-8 text; the file is damaged") from None
     if fmt.META_FORMAT not in meta:
         raise BadInput(f"{name} is an ONNX file without charlstm metadata; make it with charlstm-export")
     if meta[fmt.META_FORMAT] != fmt.ONNX_FORMAT:
@@ -152,14 +227,39 @@ def _read_metadata(session: ort.InferenceSession, name: str, kind: str) -> dict[
         raise BadInput(f"{name} is a charlstm {graph} graph; give the {kind} graph")
     try:
         vocab = json.loads(meta[fmt.META_VOCAB])
-        sizes = [int(meta[key]) for key in (fmt.META_NUM_LAYERS, fmt.META_HIDDEN_SIZE, fmt.META_VOCAB_SIZE)]
-    except (KeyError, ValueError) as e:
-        raise BadInput(f"{name} has broken charlstm metadata ({e})") from None
-    inputs = tuple(i.name for i in session.get_inputs())
-    outputs = tuple(o.name for o in session.get_outputs())
-    if len(vocab) != sizes[2] or inputs != fmt.INPUT_NAMES or outputs != fmt.OUTPUT_NAMES:
-        raise BadInput(f"{name} does not match its charlstm metadata (inputs, outputs or vocabulary)")
-    return meta
+        layers, hidden, size = (int(meta[key]) for key in (fmt.META_NUM_LAYERS, fmt.META_HIDDEN_SIZE,
+                                                           fmt.META_VOCAB_SIZE))
+    except KeyError as e:
+        raise BadInput(f"{name} has broken charlstm metadata (no {e.args[0]})") from None
+    except ValueError as e:
+        raise BadInput(f"{name} has broken charlstm metadata ({str(e)[:100]})") from None
+    problem = fmt.vocab_problem(vocab) or (None if len(vocab) == size else
+                                           f"{fmt.META_VOCAB_SIZE} is {size} but the vocabulary holds {len(vocab)}")
+    if problem:
+        raise BadInput(f"{name} has broken charlstm metadata: {problem}")
+    _check_io(session, name, kind, layers, hidden, size)
+    return _Header(meta, vocab, layers, hidden)
+
+
+def _check_io(session: ort.InferenceSession, name: str, kind: str, layers: int, hidden: int, vocab: int) -> None:
+    """The graph's declared inputs and outputs against the contract and the metadata's sizes."""
+    sequence = ["steps"] if kind == fmt.GRAPH_PREFILL else []
+    state = ("tensor(float)", [layers, "batch", hidden])
+    expected = {fmt.INPUT_TOKENS: ("tensor(int64)", [*sequence, "batch"]), fmt.INPUT_H: state, fmt.INPUT_C: state,
+                fmt.OUTPUT_LOGITS: ("tensor(float)", [*sequence, "batch", vocab]),
+                fmt.OUTPUT_H: state, fmt.OUTPUT_C: state}
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = (tuple(i.name for i in inputs), tuple(o.name for o in outputs))
+    if names != (fmt.INPUT_NAMES, fmt.OUTPUT_NAMES):
+        raise BadInput(f"{name} has inputs {names[0]} and outputs {names[1]}; a charlstm {kind} graph has"
+                       f" {fmt.INPUT_NAMES} and {fmt.OUTPUT_NAMES}")
+    for arg in [*inputs, *outputs]:
+        dtype, dims = expected[arg.name]
+        fits = len(arg.shape) == len(dims) and all(  # sizes as in the metadata, batch and steps free
+            got == want if isinstance(want, int) else not isinstance(got, int) for got, want in zip(arg.shape, dims))
+        if arg.type != dtype or not fits:
+            raise BadInput(f"{name} does not match its charlstm metadata: {arg.name} is {arg.type} {arg.shape},"
+                           f" the metadata says {dtype} {dims}")
 
 
 def _open_session(source, name, threads, session_options, providers, spin_after_run=True) -> ort.InferenceSession:
@@ -173,8 +273,7 @@ def _open_session(source, name, threads, session_options, providers, spin_after_
         return ort.InferenceSession(source, sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for foreign files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise BadInput(f"{name} is not an ONNX model onnxruntime can load ({first[:150]})") from None
+        raise BadInput(f"{name} is not an ONNX model onnxruntime can load ({_first_line(e)})") from None
 
 
 # How long onnxruntime's idle workers spin before they sleep (read by onnxruntime 1.32; older
@@ -196,5 +295,5 @@ def _session_options(threads: int | None, spin_after_run: bool) -> ort.SessionOp
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: no warnings on a user's terminal
+    options.log_severity_level = 4  # fatal only: what the API could refuse it refuses itself, in one line
     return options

@@ -8,6 +8,11 @@ import numpy as np
 from charlstm.core.errors import BadInput
 
 
+# Beyond these a penalty changes nothing more (a penalized character is already never drawn)
+# and the arithmetic would overflow.
+MIN_PENALTY, MAX_PENALTY = 1e-6, 1e6
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """How the next character is drawn. temperature 0 or greedy=True picks the most likely one."""
@@ -25,8 +30,8 @@ class SamplingOptions:
              "temperature must be a finite number >= 0"),
             (self.top_k is None or self.top_k >= 1, "top-k must be at least 1"),
             (self.top_p is None or 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
-            (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
-             "repetition penalty must be > 0"),
+            (MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY,
+             f"repetition penalty must be between {MIN_PENALTY:g} and {MAX_PENALTY:g}"),
             (self.repetition_window >= 1, "repetition window must be at least 1"),
         ]
         for ok, message in checks:
@@ -40,7 +45,8 @@ class SamplingOptions:
 
 def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarray:
     """CTRL's repetition penalty: logits (B, V) of the ids in recent (B, W), -1 = empty,
-    are divided by `penalty` when positive and multiplied by it when negative."""
+    are divided by `penalty` when positive and multiplied by it when negative (in float64)."""
+    logits = logits.astype(np.float64)
     batch, vocab = logits.shape
     seen = np.zeros((batch, vocab + 1), dtype=bool)
     np.put_along_axis(seen, np.where(recent < 0, vocab, recent), True, axis=1)

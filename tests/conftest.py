@@ -61,7 +61,7 @@ def train_tiny(corpus: Path, out: Path, model_args: dict | None = None, train_ar
     from charlstm.train import Trainer
 
     return Trainer(corpus, {**TINY, **(model_args or {})}, {**TINY_RUN, **(train_args or {})}).run(
-        out, progress=False, log=lambda msg: None)
+        out, progress=False, log=lambda msg: None, curve=False)
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +102,16 @@ def blocked_env(tmp_path: Path, *modules: str) -> dict:
         (blocker / name).mkdir(parents=True, exist_ok=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked by this test')\n")
     return {"PYTHONPATH": str(blocker)}
+
+
+def edit_metadata(onnx_path: Path, out: Path, **changes) -> Path:
+    """A copy of an exported model with some metadata_props changed (None: removed)."""
+    import onnx
+
+    proto = onnx.load(onnx_path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(changes)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: v for k, v in props.items() if v is not None})
+    onnx.save(proto, out)
+    return out

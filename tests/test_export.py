@@ -193,7 +193,7 @@ def test_the_checkpoint_is_never_overwritten(tiny_checkpoint, tmp_path):
 def test_without_the_train_extra(tiny_checkpoint, tmp_path):
     for missing in ("torch", "onnx"):
         proc = run_cli("charlstm-export", tiny_checkpoint, env=blocked_env(tmp_path, missing))
-        assert_bad_input(proc, missing, "pip install 'charlstm[train]'")
+        assert_bad_input(proc, missing, "pip install torch==2.13.0 '.[train]'")
 
 
 def test_quantizing_leaves_the_applications_logging_alone(tiny_checkpoint, tmp_path):

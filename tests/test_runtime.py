@@ -3,12 +3,12 @@
 import math
 
 import numpy as np
-import onnx
 import pytest
 
 from charlstm.runtime import (BadInput, Model, SamplingOptions, State, generate, generate_batch, lane_seeds,
                               score, stream, stream_batch)
 from charlstm.runtime.generate import _StopMatcher
+from conftest import edit_metadata
 
 
 @pytest.fixture(scope="module")
@@ -155,21 +155,11 @@ def test_api_bad_input(model, tmp_path):
         model.prime([])
 
 
-def strip_metadata(tiny_onnx, path, **changes):
-    proto = onnx.load(tiny_onnx)
-    props = {p.key: p.value for p in proto.metadata_props}
-    props.update(changes)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {k: v for k, v in props.items() if v is not None})
-    onnx.save(proto, path)
-    return path
-
-
 def test_onnx_without_charlstm_metadata_or_another_version(tiny_onnx, tmp_path):
-    bare = strip_metadata(tiny_onnx, tmp_path / "bare.onnx", **{"charlstm.format": None})
+    bare = edit_metadata(tiny_onnx, tmp_path / "bare.onnx", **{"charlstm.format": None})
     with pytest.raises(BadInput, match="without charlstm metadata"):
         Model(bare)
-    future = strip_metadata(tiny_onnx, tmp_path / "future.onnx", **{"charlstm.format": "charlstm-onnx/2"})
+    future = edit_metadata(tiny_onnx, tmp_path / "future.onnx", **{"charlstm.format": "charlstm-onnx/2"})
     with pytest.raises(BadInput, match="charlstm-onnx/2"):
         Model(future)
 
@@ -177,7 +167,7 @@ def test_onnx_without_charlstm_metadata_or_another_version(tiny_onnx, tmp_path):
 def test_a_prefill_file_without_a_graph_key_is_read_as_a_step_graph(tiny_onnx, tmp_path):
     """Files without charlstm.graph predate it and are step graphs: given as a prefill graph,
     such a file is refused with BadInput (it was a KeyError)."""
-    old = strip_metadata(tiny_onnx, tmp_path / "old.onnx", **{"charlstm.graph": None})
+    old = edit_metadata(tiny_onnx, tmp_path / "old.onnx", **{"charlstm.graph": None})
     assert Model(old).vocab == list("abcdef")
     with pytest.raises(BadInput, match="is a charlstm step graph; give the prefill graph"):
         Model(tiny_onnx, prefill=old)

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from charlstm.core.errors import BadInput
 from charlstm.core.files import atomic_write
-from charlstm.core.formats import CHECKPOINT_FORMAT
+from charlstm.core.formats import CHECKPOINT_FORMAT, vocab_problem
 from charlstm.train.config import ModelConfig
 from charlstm.train.model import CharLSTM
 
@@ -48,6 +49,7 @@ class Resume:
     losses: list  # training losses since the last validation
     h: torch.Tensor | None  # (L, B, H), the carried lane state; None at an epoch's start
     c: torch.Tensor | None
+    threads: int | None = None  # torch's intra-op threads: another count sums in another order
 
 
 @dataclass
@@ -100,9 +102,11 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says enough
+            d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise BadInput(f"{path} is not a readable charlstm checkpoint ({_reason(e)})") from None
+        raise BadInput(f"{path} is not a readable charlstm checkpoint ({_reason(path, e)})") from None
     if not isinstance(d, dict) or "format" not in d:
         raise BadInput(f"{path} is not a charlstm checkpoint (no 'format' key)")
     if d["format"] != CHECKPOINT_FORMAT:
@@ -125,12 +129,25 @@ def _resume(d: dict) -> Resume:
     return Resume(optimizer=d["optimizer"], rng=d["rng"], **d["resume"])
 
 
-def _reason(e: Exception) -> str:
+def _reason(path: Path, e: Exception) -> str:
+    """Why torch could not read `path`, in a few words a user can act on."""
     unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
     if unsafe:
         return f"it holds a pickled {unsafe.group(1)}, and charlstm loads tensors and plain data only"
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__)[:120]
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # torch.save's zip container
+        return "it is truncated or damaged: torch cannot read its zip archive"
+    if not head.startswith(b"\x80"):
+        return "it is not a file written by torch.save"
+    return f"it is a plain pickle, not a checkpoint of tensors and plain data ({first_sentence(str(e))})"
+
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of a library's message, without terminal colours, cut at a word."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+    sentence = re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def build_model(ckpt: Checkpoint) -> CharLSTM:
@@ -139,9 +156,12 @@ def build_model(ckpt: Checkpoint) -> CharLSTM:
         model = CharLSTM(ckpt.config)
         model.load_state_dict(ckpt.state_dict)
     except (KeyError, TypeError, RuntimeError) as e:
-        raise BadInput(f"checkpoint config and weights disagree ({str(e).splitlines()[0][:120]})") from None
+        raise BadInput(f"checkpoint config and weights disagree ({first_sentence(str(e))})") from None
     if len(ckpt.vocab) != ckpt.config.vocab_size:
         raise BadInput("checkpoint vocabulary size disagrees with its config")
+    problem = vocab_problem(ckpt.vocab)
+    if problem:
+        raise BadInput(f"checkpoint: {problem}")
     broken = [name for name, w in model.state_dict().items() if not torch.isfinite(w).all()]
     if broken:
         raise BadInput(f"checkpoint has NaN or infinite weights ({', '.join(broken[:3])}): its training"

@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 
 from charlstm.core import clikit
-from charlstm.core.artifacts import curve_path
-from charlstm.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput
-from charlstm.core.files import check_writable_destination
+from charlstm.core.artifacts import train_outputs
+from charlstm.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, plural
+from charlstm.core.files import claim
 from charlstm.train.config import ModelConfig, TrainOptions
 
 PROG = "charlstm-train"
@@ -56,11 +56,15 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 def command(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint."""
     clikit.require_extra(PROG, "torch", "tqdm")
-    from charlstm.train.trainer import Diverged, Interrupted, Trainer
-
-    check_writable_destination(output)  # before any work
     if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
         raise BadInput("-o would overwrite the corpus; choose another output path")
+    with claim(train_outputs(output)):  # before any work; the run claims them again, as the API does
+        _train(corpus, output, device, resume, progress, chosen)
+
+
+def _train(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, chosen: dict) -> None:
+    from charlstm.train.trainer import Diverged, Interrupted, Trainer
+
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     picked = {k: v for k, v in chosen.items() if v is not None}
     trainer = Trainer(corpus, {k: v for k, v in picked.items() if k in model_fields},
@@ -69,38 +73,39 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, progre
     try:
         result = trainer.run(output, progress)
     except Interrupted as e:
-        _plot(trainer.history, output)
         clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
                           f" -o {output} --resume {e.args[0]}", EXIT_INTERRUPTED)
     except Diverged as e:
-        _plot(trainer.history, output)
         clikit.fail(PROG, str(e), EXIT_FAILED)
-    plot = _plot(result.history, output)
-    chars = result.step * trainer.options.batch_size * trainer.options.seq_len
-    click.echo(f"done: {result.step} steps, {chars:,} characters in {result.seconds:.0f} s"
-               f" ({chars / max(result.seconds, 1e-9):,.0f} chars/s); best validation loss"
-               f" {result.best_val_loss:.4f} nats/char -> {result.best}; resumable: {result.latest}; {plot}")
+    click.echo(_summary(result, trainer.options, output))
+
+
+def _summary(result, options, output: Path) -> str:
+    from charlstm.train import plot
+
+    chars = result.step * options.batch_size * options.seq_len
+    done = (f"the run was already finished (step {result.step})" if result.resumed_finished else
+            f"done: {plural(result.step, 'step', grouped=False)}, {plural(chars, 'character')} in {result.seconds:.0f} s"
+            f" ({chars / max(result.seconds, 1e-9):,.0f} chars/s)")
+    if result.best is None:
+        return (f"{done}; nothing new to write: its best checkpoint (validation loss {result.best_val_loss:.4f}"
+                f" nats/char) is the one it wrote before --resume, which the resumable checkpoint does not"
+                f" hold; {output} was not written")
+    curve = (f"loss curve: {result.curve}" if result.curve else
+             "no loss curve (matplotlib is not installed: pip install matplotlib)" if not plot.available() else
+             "loss curve unchanged")
+    return (f"{done}; best validation loss {result.best_val_loss:.4f} nats/char -> {result.best};"
+            f" resumable: {result.latest}; {curve}")
 
 
 def _describe(trainer) -> None:
     c, o = trainer.config, trainer.options
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    click.echo(f"{len(trainer.corpus.vocab)} characters in the vocabulary, {len(trainer.corpus.train_ids):,}"
+    click.echo(f"{plural(len(trainer.corpus.vocab), 'character')} in the vocabulary, {len(trainer.corpus.train_ids):,}"
                f" training / {len(trainer.corpus.val_ids):,} validation characters; model {c.num_layers}"
                f" x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}; {trainer.total_steps}"
                f" steps of {o.batch_size} x {o.seq_len} characters"
                + (f", from step {trainer.step_no}" if trainer.step_no else ""), err=True)
-
-
-def _plot(history, output: Path) -> str:
-    from charlstm.train.plot import save_loss_curve
-
-    path = curve_path(output)
-    if not history:
-        return "no loss curve yet"
-    if save_loss_curve(history, path):
-        return f"loss curve: {path}"
-    return "loss curve skipped (matplotlib missing: pip install 'charlstm[plot]')"
 
 
 def main() -> None:

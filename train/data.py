@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from charlstm.core.corpus import held_out, read_corpus
-from charlstm.core.errors import BadInput
+from charlstm.core.errors import BadInput, plural
 from charlstm.core.files import sha256_file
 
 
@@ -29,8 +29,8 @@ class Corpus:
         train_ids, val_ids = held_out(ids, val_fraction)
         if len(val_ids) < 2:
             raise BadInput(
-                f"corpus {path} is too short: {len(ids)} characters leave {len(val_ids)} for validation"
-                f" (--val-fraction {val_fraction}); at least 2 are needed"
+                f"corpus {path} is too short: of its {plural(len(ids), 'character')}, {len(val_ids)} would be held out"
+                f" for validation (--val-fraction {val_fraction}); at least 2 are needed"
             )
         return cls(vocab, train_ids, val_ids, sha256_file(path))
 
@@ -48,7 +48,7 @@ class Lanes:
         if self.chunks_per_epoch < 1:
             need = batch_size * (seq_len + 1) + seq_len
             raise BadInput(
-                f"corpus too short: {len(ids)} training characters, but --batch-size {batch_size}"
+                f"corpus too short: {plural(len(ids), 'training character')}, but --batch-size {batch_size}"
                 f" × --seq-len {seq_len} needs at least {need}; lower them"
             )
 

@@ -5,15 +5,22 @@ from pathlib import Path
 from charlstm.core.files import atomic_write
 
 
-def save_loss_curve(history: list[dict], path: str | Path) -> bool:
-    """Plot train and validation loss against the optimizer step; False if matplotlib is missing."""
+def available() -> bool:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         return False
+    return True
+
+
+def save_loss_curve(history: list[dict], path: str | Path) -> bool:
+    """Plot train and validation loss against the optimizer step; False if matplotlib is missing."""
+    if not available():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, [h["train_loss"] for h in history], label="train (mean since last validation)")

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import torch
 
-from charlstm.core.artifacts import latest_path
+from charlstm.core.artifacts import curve_path, latest_path, train_outputs
 from charlstm.core.errors import BadInput
-from charlstm.core.files import check_writable_destination
+from charlstm.core.files import claim
 from charlstm.train import checkpoint, loop
 from charlstm.train.checkpoint import Checkpoint, Record, Resume
 from charlstm.train.config import ModelConfig, TrainOptions
 from charlstm.train.data import Corpus, Lanes, val_lanes
 from charlstm.train.model import CharLSTM
+
+
+CURVE_SECONDS = 10.0  # the loss curve is redrawn at most this often while a run goes on
 
 
 class Interrupted(Exception):
@@ -31,12 +34,14 @@ class Diverged(Exception):
 
 @dataclass
 class TrainResult:
-    best: Path  # the best checkpoint by validation loss
+    best: Path | None  # the best checkpoint by validation loss; None: this run did not write one
     latest: Path  # the resumable checkpoint
     step: int
     best_val_loss: float
     seconds: float
     history: list = field(default_factory=list)
+    curve: Path | None = None  # the loss curve; None without matplotlib or when not asked for
+    resumed_finished: bool = False  # --resume of a run that had already reached its last step
 
 
 def pick_device(device: str) -> torch.device:
@@ -78,7 +83,6 @@ class Trainer:
         self.total_steps = o.epochs * self.lanes.chunks_per_epoch
         if o.max_steps is not None:
             self.total_steps = min(self.total_steps, o.max_steps)
-        self.eval_every = o.eval_every or max(1, self.total_steps // 20)
 
         torch.manual_seed(o.seed)
         self.model = CharLSTM(self.config).to(self.device)
@@ -111,6 +115,8 @@ class Trainer:
         self._losses = list(r.losses)
         self.seconds = ckpt.train.seconds
         self.state = (r.h.to(self.device), r.c.to(self.device)) if r.h is not None else None
+        if r.threads and r.threads != torch.get_num_threads():
+            torch.set_num_threads(r.threads)  # the same bits need the same summation order
         torch.set_rng_state(r.rng["torch"])
         if self.device.type == "cuda" and r.rng.get("cuda") is not None:
             torch.cuda.set_rng_state(r.rng["cuda"])
@@ -159,15 +165,30 @@ class Trainer:
             cuda = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
             h, c_ = self.state if self.state is not None else (None, None)
             ckpt.resume = Resume(self.optimizer.state_dict(), {"torch": torch.get_rng_state(), "cuda": cuda},
-                                 self.step_no, self.best_val, list(self.history), list(self._losses), h, c_)
+                                 self.step_no, self.best_val, list(self.history), list(self._losses), h, c_,
+                                 torch.get_num_threads())
         return ckpt
 
     # -- the run -----------------------------------------------------------------
-    def run(self, out, progress: bool = True, log=None) -> TrainResult:
-        """Train to the end, validating every `eval_every` steps; Ctrl-C raises Interrupted."""
-        out = check_writable_destination(out)
-        latest = latest_path(out)
-        log = log or (lambda msg: print(msg, file=sys.stderr))
+    def validates_at(self, step: int) -> bool:
+        """--eval-every N: every N steps and at the end; by default 20 times per run, at each
+        twentieth of it (every step of a run shorter than 20 steps)."""
+        every, total = self.options.eval_every, self.total_steps
+        if every:
+            return step % every == 0 or step == total
+        return step * 20 // total > (step - 1) * 20 // total
+
+    def run(self, out, progress: bool = True, log=None, curve: bool = True) -> TrainResult:
+        """Train to the end, validating (validates_at), saving the best checkpoint to `out`,
+        the resumable one beside it and, with `curve`, the loss curve; Ctrl-C raises
+        Interrupted. The run claims its files: another run writing one of them is refused."""
+        out = Path(out)
+        with claim(train_outputs(out)):
+            return self._run(out, progress, log or (lambda msg: print(msg, file=sys.stderr)), curve)
+
+    def _run(self, out: Path, progress: bool, log, curve: bool) -> TrainResult:
+        latest, finished_before = latest_path(out), self.step_no >= self.total_steps
+        self._wrote_best, self._curve, self._plotted = False, None, (len(self.history), time.monotonic())
         bar = _bar(self, progress)
         stop = _SigintFlag()
         try:
@@ -178,15 +199,30 @@ class Trainer:
                     self.seconds += time.perf_counter() - t0
                     self._check_finite("training", self._losses[-1], out)
                     _advance(bar, self, self._losses[-1])
-                    if self.step_no % self.eval_every == 0 or self.step_no == self.total_steps:
+                    if self.validates_at(self.step_no):
                         self._validate_and_save(out, latest, bar, log)
+                        self._plot(out, curve, force=False)
                     if stop.raised:
                         checkpoint.save(latest, self.checkpoint(True, self.best_val))
                         raise Interrupted(latest)
+        except (Interrupted, Diverged):
+            self._plot(out, curve, force=True)
+            raise
         finally:
             if bar:
                 bar.close()
-        return TrainResult(out, latest, self.step_no, self.best_val, self.seconds, self.history)
+        self._plot(out, curve, force=True)
+        best = out if self._wrote_best or self._holds_best(out) else None
+        return TrainResult(best, latest, self.step_no, self.best_val, self.seconds, self.history, self._curve,
+                           finished_before)
+
+    def _holds_best(self, out: Path) -> bool:
+        """Whether `out` already holds this run's best checkpoint (a resumed run that has not
+        improved on it, writing the same -o as before)."""
+        try:
+            return out.is_file() and checkpoint.load(out).train.val_loss == self.best_val
+        except BadInput:
+            return False
 
     def _check_finite(self, which: str, loss: float, out: Path) -> None:
         if math.isfinite(loss):
@@ -195,6 +231,17 @@ class Trainer:
                 else "no checkpoint was written")
         raise Diverged(f"training diverged: {which} loss {loss} at step {self.step_no}; try a lower --lr"
                        f" (this run: {self.options.lr:g}); {kept}")
+
+    def _plot(self, out: Path, curve: bool, force: bool) -> None:
+        """Redraw the loss curve with the validations since the last drawing: at most every
+        CURVE_SECONDS (drawing takes ~0.1 s), and always when the run stops."""
+        drawn, at = self._plotted
+        if not curve or len(self.history) == drawn or not (force or time.monotonic() - at >= CURVE_SECONDS):
+            return
+        from charlstm.train.plot import save_loss_curve  # matplotlib is optional
+
+        self._curve = curve_path(out) if save_loss_curve(self.history, curve_path(out)) else None
+        self._plotted = (len(self.history), time.monotonic())
 
     def _validate_and_save(self, out, latest, bar, log) -> None:
         t0 = time.perf_counter()
@@ -209,6 +256,7 @@ class Trainer:
         if improved:
             self.best_val = val
             checkpoint.save(out, self.checkpoint(False, val))
+            self._wrote_best = True
         checkpoint.save(latest, self.checkpoint(True, val))
         msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
                + ("  (best, saved)" if improved else ""))
