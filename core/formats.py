@@ -31,6 +31,7 @@ META_HIDDEN_SIZE = "charlstm.hidden_size"
 META_VOCAB_SIZE = "charlstm.vocab_size"
 META_CHECKPOINT_SHA256 = "charlstm.checkpoint_sha256"
 META_VAL_LOSS = "charlstm.val_loss"
+META_SOURCE = "charlstm.source"  # what was exported: a charlstm checkpoint, a state_dict, a pickled model, ...
 
 
 def vocab_problem(vocab) -> str | None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from charlstm.core import clikit
-from charlstm.core.errors import EXIT_FAILED
+from charlstm.core.errors import EXIT_FAILED, BadInput
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 
 PROG = "charlstm-export"
@@ -14,6 +14,11 @@ Examples:
   charlstm-export model.pt                 # writes model.onnx beside it
   charlstm-export model.pt -o app/assets/moliere.onnx --atol 1e-5
   charlstm-export model.pt --quantize int8      # writes model.int8.onnx
+\b
+A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
+  charlstm-export sd.pt --vocab-corpus moliere.txt --vocab-corpus-chars 100000
+  charlstm-export whole_model.pt --vocab stoi.json     # torch.save(model), read without its code
+  charlstm-export notebook.pt                          # {'model': state_dict, 'chars': chars}
 """
 
 
@@ -21,6 +26,14 @@ Examples:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
+@click.option("--vocab", "vocab_file", type=click.Path(path_type=Path), default=None,
+              help="The vocabulary of a model whose file has none: JSON, a list of characters in id order or an"
+                   " object character -> id.")
+@click.option("--vocab-corpus", type=click.Path(path_type=Path), default=None,
+              help="Or: the sorted distinct characters of this UTF-8 text (read in text mode, as"
+                   " sorted(set(open(TEXT).read()[:N])) does).")
+@click.option("--vocab-corpus-chars", type=click.IntRange(min=1), default=None,
+              help="With --vocab-corpus: only its first N characters. [default: all]")
 @click.option("--atol", type=float, default=ATOL, show_default=True,
               help="Validation: |torch - onnxruntime| may reach atol + rtol * |torch|.")
 @click.option("--rtol", type=float, default=RTOL, show_default=True,
@@ -35,18 +48,28 @@ Examples:
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,
               help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
-def command(checkpoint: Path, output: Path | None, atol: float, rtol: float, steps: int, validate: bool,
-            prefill: bool, quantize: str | None, max_kl: float):
-    """Export a charlstm checkpoint to one self-contained single-step ONNX file."""
+def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, vocab_corpus: Path | None,
+            vocab_corpus_chars: int | None, atol: float, rtol: float, steps: int, validate: bool, prefill: bool,
+            quantize: str | None, max_kl: float):
+    """Export a model to one self-contained single-step ONNX file.
+
+    CHECKPOINT is a charlstm checkpoint, or an Embedding -> nn.LSTM -> Linear model trained
+    elsewhere: a state_dict, a dict holding one (and perhaps its vocabulary), a whole pickled
+    model (read without running its code) or a TorchScript file."""
     clikit.require_extra(PROG, "torch", "onnx")
+    from charlstm.export import foreign
     from charlstm.export.exporter import ValidationFailed, export
 
+    vocab = _vocabulary(vocab_file, vocab_corpus, vocab_corpus_chars, foreign)
     try:
         result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill,
-                        quantize=quantize, max_kl=max_kl, rtol=rtol)
+                        quantize=quantize, max_kl=max_kl, rtol=rtol, vocab=vocab)
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
         clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", EXIT_FAILED)
+    if result.source != foreign.CHARLSTM:
+        given = "its own" if result.vocab_found else f"{len(vocab)} characters from --vocab{'-corpus' * bool(vocab_corpus)}"
+        click.echo(f"read {checkpoint} as a {result.source}; vocabulary: {given}", err=True)
     if result.report is not None:
         click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
                    err=True)
@@ -54,6 +77,16 @@ def command(checkpoint: Path, output: Path | None, atol: float, rtol: float, ste
     ops = ", ".join(f"{op} x{n}" for op, n in sorted(result.ops.items()))
     click.echo(f"wrote {result.path} ({result.size / 1e6:.2f} MB; ops: {ops})"
                + (f" and {result.prefill}" if result.prefill else ""))
+
+
+def _vocabulary(vocab_file, vocab_corpus, chars, foreign) -> list[str] | None:
+    if vocab_file and vocab_corpus:
+        raise BadInput("give the vocabulary once: --vocab or --vocab-corpus, not both")
+    if chars is not None and vocab_corpus is None:
+        raise BadInput("--vocab-corpus-chars goes with --vocab-corpus")
+    if vocab_file:
+        return foreign.vocab_from_file(vocab_file)
+    return foreign.vocab_from_corpus(vocab_corpus, chars) if vocab_corpus else None
 
 
 def main() -> None:

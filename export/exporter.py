@@ -9,6 +9,7 @@ from charlstm.core.artifacts import export_outputs, onnx_path, prefill_path
 from charlstm.core.errors import BadInput
 from charlstm.core.files import atomic_write, claim, sha256_file
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
+from charlstm.export.foreign import CHARLSTM, read_model
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
 from charlstm.export.quantize import quantize_int8
 from charlstm.export.validation import Report, validate
@@ -30,15 +31,21 @@ class ExportResult:
     ops: dict[str, int]
     report: Report | None  # None with validate=False
     prefill: Path | None = None  # the prefill graph written beside, if any
+    source: str = CHARLSTM  # what the file was: export.foreign's kinds
+    vocab_found: bool = True  # the vocabulary came from the file, not from `vocab`
 
 
 def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
            atol: float = ATOL, steps: int = STEPS, prefill: bool = True, quantize: str | None = None,
-           max_kl: float = MAX_KL, rtol: float = RTOL) -> ExportResult:
-    """Export a checkpoint to the single-step ONNX graph (and, with `prefill`, the sequence
-    graph beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
+           max_kl: float = MAX_KL, rtol: float = RTOL, vocab: list[str] | None = None) -> ExportResult:
+    """Export a model to the single-step ONNX graph (and, with `prefill`, the sequence graph
+    beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
     onnxruntime and torch disagree by more than atol + rtol * |torch| or, with quantize="int8",
-    when the next-character distributions differ by more than `max_kl` nats per character."""
+    when the next-character distributions differ by more than `max_kl` nats per character.
+
+    `checkpoint_path` is a charlstm checkpoint or a model trained elsewhere (export.foreign: a
+    state_dict, a dict holding one, a pickled model, TorchScript); `vocab` (characters in id
+    order) gives the vocabulary of a file that has none."""
     if not (atol >= 0 and rtol >= 0 and max_kl >= 0):
         raise BadInput("--atol, --rtol and --max-kl must be >= 0")
     if quantize not in (None, "int8"):
@@ -49,13 +56,16 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
     if clash is not None:  # the prefill path too: even --no-prefill removes a stale file there
         raise BadInput(f"writing {clash} would overwrite the checkpoint; choose another output path (-o)")
     with claim(export_outputs(out)):
-        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl)
+        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl, vocab)
 
 
-def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefill, quantize, max_kl) -> ExportResult:
-    ckpt = checkpoint.load(checkpoint_path)
+def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefill, quantize, max_kl,
+            vocab) -> ExportResult:
+    found = read_model(checkpoint_path, vocab)
+    ckpt = found.ckpt
     model = checkpoint.build_model(ckpt)
-    provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss))}
+    provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss)),
+                  "source": found.kind}
     proto = export_step_graph(model, ckpt.vocab, provenance)
     check_graph(proto)
     ops = op_inventory(proto)
@@ -74,7 +84,8 @@ def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefi
     if report is not None and not report.ok:
         raise ValidationFailed(report)
     _write_pair(out, data, prefill_data)
-    return ExportResult(out, len(data), ops, report, prefill_path(out) if prefill_data else None)
+    return ExportResult(out, len(data), ops, report, prefill_path(out) if prefill_data else None, found.kind,
+                        found.vocab_found)
 
 
 def _write_pair(out: Path, data: bytes, prefill_data: bytes | None) -> None:

@@ -111,6 +111,7 @@ def _describe(proto: onnx.ModelProto, cfg, kind: str, vocab: list[str], provenan
         fmt.META_VOCAB_SIZE: str(cfg.vocab_size),
         fmt.META_CHECKPOINT_SHA256: provenance["checkpoint_sha256"],
         fmt.META_VAL_LOSS: provenance["val_loss"],
+        fmt.META_SOURCE: provenance["source"],
     }
     onnx.helper.set_model_props(proto, meta)
 

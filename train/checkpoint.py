@@ -152,11 +152,18 @@ def first_sentence(text: str, limit: int = 160) -> str:
 
 def build_model(ckpt: Checkpoint) -> CharLSTM:
     """The model a checkpoint describes, with its weights, in eval mode on the CPU."""
-    try:
-        model = CharLSTM(ckpt.config)
-        model.load_state_dict(ckpt.state_dict)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise BadInput(f"checkpoint config and weights disagree ({first_sentence(str(e))})") from None
+    model = CharLSTM(ckpt.config)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in ckpt.state_dict]
+    unexpected = [k for k in ckpt.state_dict if k not in expected]
+    misshapen = [f"{k} {tuple(v.shape)} (config: {tuple(expected[k].shape)})" for k, v in ckpt.state_dict.items()
+                 if k in expected and (not torch.is_tensor(v) or v.shape != expected[k].shape)]
+    if missing or unexpected or misshapen:
+        found = [f"missing {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+                 f"of another shape {', '.join(misshapen[:3])}" if misshapen else ""]
+        raise BadInput(f"checkpoint config and weights disagree: {'; '.join(f for f in found if f)}")
+    model.load_state_dict(ckpt.state_dict)
     if len(ckpt.vocab) != ckpt.config.vocab_size:
         raise BadInput("checkpoint vocabulary size disagrees with its config")
     problem = vocab_problem(ckpt.vocab)
