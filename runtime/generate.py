@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -9,13 +10,14 @@ import numpy as np
 
 from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
-from charlstm.runtime.sampler import SamplingOptions, choose
+from charlstm.runtime.rng import SEED_LIMIT
+from charlstm.runtime.sampler import Picker, SamplingOptions
 
 
 def lane_seeds(seed: int, num_samples: int) -> list[int]:
-    """The seeding rule: sample i of a batch uses seed + i, so lane i of a batch run equals a
-    single run with seed + i."""
-    return [seed + i for i in range(num_samples)]
+    """The seeding rule: sample i of a batch uses seed + i (mod 2^64), so lane i of a batch run
+    equals a single run with seed + i."""
+    return [(seed + i) % SEED_LIMIT for i in range(num_samples)]
 
 
 class _StopMatcher:
@@ -81,24 +83,24 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
         raise BadInput(f"the prompt must be a string, not {type(prompt).__name__}")
     if not _is_int(n) or not _is_int(num_samples) or n < 0 or num_samples < 1:
         raise BadInput("the length must be an integer >= 0 and the number of samples an integer >= 1")
-    if seed is not None and (not _is_int(seed) or seed < 0):
-        raise BadInput(f"the seed must be >= 0 and an integer, not {seed!r}")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < SEED_LIMIT):
+        raise BadInput(f"the seed must be >= 0 and an integer below 2^64, not {seed!r}")
     if isinstance(state, State) and state.batch != 1:
         raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
     logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
-    seeds = lane_seeds(seed, num_samples) if seed is not None else [None] * num_samples
+    seed = secrets.randbits(64) if seed is None else seed
     recent = np.full((num_samples, options.repetition_window), -1, np.int64)
     recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
     return _steps(model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples),
-                  n, options, [np.random.default_rng(s) for s in seeds], recent, stop)
+                  n, options, Picker(options, lane_seeds(seed, num_samples)), recent, stop)
 
 
-def _steps(model, logits, state, n, options, rngs, recent, stop) -> Iterator[list[str]]:
+def _steps(model, logits, state, n, options, picker, recent, stop) -> Iterator[list[str]]:
     """The generation loop of stream_batch, once its arguments are checked and the prompt fed."""
-    matchers = [_StopMatcher(stop) for _ in rngs]
+    matchers = [_StopMatcher(stop) for _ in range(len(logits))]
     for t in range(n):
-        tokens = choose(logits, options, rngs, recent)  # (B,)
+        tokens = picker.choose(logits, recent)  # (B,)
         yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())]
         if all(m.done for m in matchers) or t == n - 1:
             break

@@ -1,5 +1,7 @@
 """An exported model in onnxruntime: its metadata checked against its graph, vocabulary, state and single step."""
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -215,9 +217,13 @@ def _read_header(session: ort.InferenceSession, name: str, kind: str) -> _Header
     """The charlstm metadata of a step or prefill graph, checked against the graph's own
     declared inputs and outputs: names, element types, layers, hidden size, vocabulary size."""
     try:
-        meta = dict(session.get_modelmeta().custom_metadata_map)
-    except UnicodeDecodeError:
-        raise BadInput(f"{name} has metadata that is not UTF-8 text; the file is damaged") from None
+        return _checked_header(session, name, kind)
+    except UnicodeDecodeError:  # onnxruntime decodes names and metadata as it hands them over
+        raise BadInput(f"{name} has names or metadata that are not UTF-8 text; the file is damaged") from None
+
+
+def _checked_header(session: ort.InferenceSession, name: str, kind: str) -> _Header:
+    meta = dict(session.get_modelmeta().custom_metadata_map)
     if fmt.META_FORMAT not in meta:
         raise BadInput(f"{name} is an ONNX file without charlstm metadata; make it with charlstm-export")
     if meta[fmt.META_FORMAT] != fmt.ONNX_FORMAT:
@@ -269,9 +275,10 @@ def _open_session(source, name, threads, session_options, providers, spin_after_
             raise BadInput(f"model {path} does not exist" if not path.exists() else f"model {path} is not a file")
         source = str(path)
     options = session_options or _session_options(threads, spin_after_run)
-    try:
-        return ort.InferenceSession(source, sess_options=options,
-                                    providers=providers or ["CPUExecutionProvider"])
+    try:  # onnxruntime prints "EP Error" banners on stdout when it retries a file it cannot load
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(source, sess_options=options,
+                                        providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for foreign files
         raise BadInput(f"{name} is not an ONNX model onnxruntime can load ({_first_line(e)})") from None
 

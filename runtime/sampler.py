@@ -1,4 +1,4 @@
-"""Choosing the next character from logits: temperature, top-k, top-p, repetition penalty, greedy."""
+"""Choosing the next character from logits, exactly as docs/formats.md specifies: penalty, greedy, temperature, top-k, top-p, draw."""
 
 import math
 from dataclasses import dataclass
@@ -6,11 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlstm.core.errors import BadInput
-
+from charlstm.runtime.rng import Streams
 
 # Beyond these a penalty changes nothing more (a penalized character is already never drawn)
 # and the arithmetic would overflow.
 MIN_PENALTY, MAX_PENALTY = 1e-6, 1e6
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6  # or 0, which is greedy
+TOP_P_SLACK = 1e-12  # top-p keeps a character while the mass before it is < (top_p - slack) * total
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         checks = [
-            (math.isfinite(self.temperature) and self.temperature >= 0,
-             "temperature must be a finite number >= 0"),
+            (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+             f"temperature must be a finite number, 0 (greedy) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}"),
             (self.top_k is None or self.top_k >= 1, "top-k must be at least 1"),
             (self.top_p is None or 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY,
@@ -42,10 +44,14 @@ class SamplingOptions:
     def is_greedy(self) -> bool:
         return self.greedy or self.temperature == 0
 
+    @property
+    def filters(self) -> bool:
+        return self.top_k is not None or self.top_p is not None
+
 
 def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarray:
-    """CTRL's repetition penalty: logits (B, V) of the ids in recent (B, W), -1 = empty,
-    are divided by `penalty` when positive and multiplied by it when negative (in float64)."""
+    """CTRL's repetition penalty, in float64: logits (B, V) of the ids in recent (B, W), -1 =
+    empty, are divided by `penalty` when positive and multiplied by it otherwise (once each)."""
     logits = logits.astype(np.float64)
     batch, vocab = logits.shape
     seen = np.zeros((batch, vocab + 1), dtype=bool)
@@ -54,49 +60,56 @@ def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarr
     return np.where(seen, np.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
-def distribution(logits: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The filtered, tempered distribution: (order, probs), both (B, V), the ids sorted by
-    descending logit (ties: lower id first) and their probabilities (zero where filtered)."""
-    order = np.argsort(-logits, axis=1, kind="stable")  # (B, V)
-    z = np.take_along_axis(logits.astype(np.float64), order, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = (z - z[:, :1]) / max(options.temperature, 1e-300)  # ≤ 0; the top one is 0
-    probs = np.exp(np.where(np.isnan(scaled), -np.inf, scaled))
-    if options.top_k is not None:
-        probs[:, options.top_k:] = 0.0
-    probs /= probs.sum(axis=1, keepdims=True)
+class Picker:
+    """Draws the next character of B streams: the options, and stream i's SplitMix64 seeded
+    with seeds[i] (the greedy picker draws nothing)."""
+
+    def __init__(self, options: SamplingOptions, seeds: list[int]):
+        self.options = options
+        self.streams = None if options.is_greedy else Streams(seeds)
+
+    def choose(self, logits: np.ndarray, recent: np.ndarray | None = None) -> np.ndarray:
+        """logits (B, V) float32 and the recent ids (B, W) → the next ids (B,) int64."""
+        o = self.options
+        z = penalize(logits, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else logits
+        if o.is_greedy:
+            return z.argmax(axis=1).astype(np.int64)  # ties: the lowest id
+        order, weights = candidates(z, o)  # (B, V) each
+        cdf = np.add.accumulate(weights, axis=1)  # sums left to right, as the spec says
+        kept = kept_count(weights, cdf, o)  # (B,)
+        total = cdf[:, -1] if kept is None else cdf[np.arange(len(z)), kept - 1]
+        target = self.streams.uniforms() * total
+        pick = (cdf <= target[:, None]).sum(axis=1)  # the first candidate whose cdf passes the target
+        limit = cdf.shape[1] if kept is None else kept
+        missed = pick >= limit  # rounding put the target on the total: the last candidate that can be drawn
+        if missed.any():
+            last = np.broadcast_to(limit, pick.shape)
+            pick[missed] = [int(np.flatnonzero(weights[r, :last[r]] > 0)[-1]) for r in np.flatnonzero(missed)]
+        return pick if order is None else order[np.arange(len(z)), pick]
+
+
+def candidates(z: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray | None, np.ndarray]:
+    """The candidates in the order they are drawn from, and their weights exp((z - max) / T)
+    in float64: all ids in id order (order None), or, with top-k or top-p, sorted by logit,
+    the higher first and, between equal logits, the lower id first."""
+    order = np.argsort(-z, axis=1, kind="stable") if options.filters else None
+    w = np.take_along_axis(z, order, axis=1).astype(np.float64) if order is not None else z.astype(np.float64)
+    w -= w.max(axis=1, keepdims=True)
+    w /= options.temperature
+    np.exp(w, out=w)
+    return order, w
+
+
+def kept_count(weights: np.ndarray, cdf: np.ndarray, options: SamplingOptions) -> np.ndarray | None:
+    """How many leading candidates may be drawn (B,): the first top_k; and of those, while the
+    sum of the weights before a candidate is < (top_p - 1e-12) x their total. None: all."""
+    if not options.filters:
+        return None
+    batch, vocab = weights.shape
+    kept = np.full(batch, vocab if options.top_k is None else min(options.top_k, vocab))
     if options.top_p is not None:
-        before = np.cumsum(probs, axis=1) - probs  # mass of the more likely characters
-        probs[before >= options.top_p - 1e-12] = 0.0
-        probs /= probs.sum(axis=1, keepdims=True)
-    return order, probs
-
-
-def choose(logits: np.ndarray, options: SamplingOptions, rngs: list[np.random.Generator],
-           recent: np.ndarray | None = None) -> np.ndarray:
-    """The next token of each stream: logits (B, V) → ids (B,) int64, one rng per stream."""
-    if options.repetition_penalty != 1.0 and recent is not None:
-        logits = penalize(logits, recent, options.repetition_penalty)
-    if options.is_greedy:
-        return logits.argmax(axis=1).astype(np.int64)
-    if options.top_k is None and options.top_p is None:  # no filter: no sort needed
-        cdf, order = logits.astype(np.float64), None  # (B, V), in place from here on
-        cdf -= cdf.max(axis=1, keepdims=True)
-        cdf /= options.temperature
-        np.exp(cdf, out=cdf)
-    else:
-        order, cdf = distribution(logits, options)
-    np.add.accumulate(cdf, axis=1, out=cdf)  # (B, V) cumulative sums (np.cumsum, less call overhead)
-    pick = _inverse_cdf(cdf, [rng.random() for rng in rngs])
-    return pick if order is None else order[np.arange(len(order)), pick]
-
-
-def _inverse_cdf(cdf: np.ndarray, uniforms: list[float]) -> np.ndarray:
-    """The id of each row whose cumulative mass first exceeds uniform * total: (B,) int64.
-    One stream (generation's common case) takes a binary search instead of a full compare."""
-    vocab = cdf.shape[1]
-    if len(uniforms) == 1:
-        pick = np.searchsorted(cdf[0], uniforms[0] * cdf[0, -1], side="right")
-        return np.array([min(pick, vocab - 1)], np.int64)
-    u = np.array(uniforms) * cdf[:, -1]  # (B,)
-    return np.minimum((cdf <= u[:, None]).sum(axis=1), vocab - 1)
+        total = cdf[np.arange(batch), kept - 1]
+        before = np.concatenate([np.zeros((batch, 1)), cdf[:, :-1]], axis=1)
+        inside = (before < ((options.top_p - TOP_P_SLACK) * total)[:, None]).sum(axis=1)
+        kept = np.minimum(kept, np.maximum(inside, 1))
+    return kept

@@ -1,7 +1,7 @@
-"""Torch-free parity: the committed tiny model against torch's recorded outputs (no torch here).
+"""The golden files every runtime reads (tests/golden/*.json): torch's outputs, the generator, the sampler, texts.
 
-This module imports numpy and charlstm.runtime only, so it runs on a base install. The files
-come from tests/golden/make_golden.py.
+This module imports numpy and charlstm.runtime only (no torch), so it runs on a base install;
+runtime/js/test reads the same files. They come from tests/golden/make_golden.py.
 """
 
 import json
@@ -10,42 +10,81 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm.runtime import Model, generate
-from conftest import parity_failure
+from charlstm.runtime import Model, SamplingOptions, generate, generate_batch
+from charlstm.runtime.rng import Streams, splitmix64
+from charlstm.runtime.sampler import Picker
+from conftest import ROOT, parity_failure
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+MODELS = {"tiny": GOLDEN / "tiny.onnx", "moliere": ROOT / "models" / "moliere.onnx"}
+
+
+def read(name: str):
+    return json.loads((GOLDEN / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def golden():
-    return Model(GOLDEN / "tiny.onnx"), np.load(GOLDEN / "tiny_steps.npz"), json.loads((GOLDEN / "tiny_texts.json").read_text())
+def tiny():
+    return Model(MODELS["tiny"])
 
 
-def test_steps_match_torch(golden):
-    model, rec, _ = golden
-    state = model.new_state(rec["tokens"].shape[1])
-    state.h[:], state.c[:] = rec["h0"], rec["c0"]
-    for step, tokens in enumerate(rec["tokens"]):
-        logits, state = model.step(tokens, state)
-        for name, ours, torch_out in (("logits", logits, rec["logits"][step]), ("h", state.h, rec["h"][step]),
-                                      ("c", state.c, rec["c"][step])):
+@pytest.fixture(scope="module")
+def steps():
+    record = read("steps.json")
+    return {k: np.asarray(v, np.float32 if k != "tokens" else np.int64) if k != "texts" else v
+            for k, v in record.items()}
+
+
+def test_steps_match_torch(tiny, steps):
+    state = tiny.new_state(steps["tokens"].shape[1])
+    state.h[:], state.c[:] = steps["h0"], steps["c0"]
+    for step, tokens in enumerate(steps["tokens"]):
+        logits, state = tiny.step(tokens, state)
+        for name, ours, torch_out in (("logits", logits, steps["logits"][step]), ("h", state.h, steps["h"][step]),
+                                      ("c", state.c, steps["c"][step])):
             failure = parity_failure(name, step, ours, torch_out, lane_axis=0 if name == "logits" else 1)
             assert failure is None, f"onnxruntime vs recorded torch: {failure}"
 
 
-def test_texts_match_torch(golden):
-    model, _, texts = golden
-    assert generate(model, texts["prompt"], texts["length"], greedy=True) == texts["greedy"]
-    assert generate(model, texts["prompt"], texts["length"], seed=texts["seed"], **texts["sampling"]) == texts["sampled"]
-
-
-def test_prefill_graph_matches_torch(golden):
-    model, rec, _ = golden
-    assert model.has_prefill  # tiny.prefill.onnx lies beside tiny.onnx
-    for lane in range(rec["tokens"].shape[1]):
-        state = model.new_state(1)
-        state.h[:], state.c[:] = rec["h0"][:, lane : lane + 1], rec["c0"][:, lane : lane + 1]
-        logits, state = model.feed(rec["tokens"][:, lane], state, chunk=64)
-        failure = parity_failure("logits", 0, logits, rec["logits"][:, lane], lane_axis=0)
+def test_prefill_graph_matches_torch(tiny, steps):
+    assert tiny.has_prefill  # tiny.prefill.onnx lies beside tiny.onnx
+    for lane in range(steps["tokens"].shape[1]):
+        state = tiny.new_state(1)
+        state.h[:], state.c[:] = steps["h0"][:, lane : lane + 1], steps["c0"][:, lane : lane + 1]
+        logits, state = tiny.feed(steps["tokens"][:, lane], state, chunk=64)
+        failure = parity_failure("logits", 0, logits, steps["logits"][:, lane], lane_axis=0)
         assert failure is None, f"prefill vs recorded torch, lane {lane}: {failure} (the 'lane' is the step)"
-        assert parity_failure("c", len(logits), state.c, rec["c"][-1][:, lane : lane + 1], 1) is None
+        assert parity_failure("c", len(logits), state.c, steps["c"][-1][:, lane : lane + 1], 1) is None
+
+
+def test_texts_match_torch(tiny, steps):
+    texts = steps["texts"]
+    assert generate(tiny, texts["prompt"], texts["length"], greedy=True) == texts["greedy"]
+    assert generate(tiny, texts["prompt"], texts["length"], seed=texts["seed"], **texts["sampling"]) == texts["sampled"]
+
+
+def test_the_generator():
+    for case in read("rng.json"):
+        state, outputs = int(case["seed"]), []
+        for _ in case["outputs"]:
+            state, z = splitmix64(state)
+            outputs.append(str(z))
+        assert outputs == case["outputs"]
+        stream = Streams([int(case["seed"])])
+        assert [stream.uniforms()[0] for _ in case["uniforms"]] == case["uniforms"]
+
+
+def test_the_sampler():
+    for case in read("sampler.json"):
+        picker = Picker(SamplingOptions(**case["options"]), [case["seed"]])
+        logits, recent = np.asarray([case["logits"]], np.float32), np.asarray([case["recent"]])
+        assert [int(picker.choose(logits, recent)[0]) for _ in case["picks"]] == case["picks"], case["options"]
+
+
+@pytest.mark.parametrize("case", read("texts.json"), ids=lambda c: f"{c['model']}-{c['prompt'][:8]!r}-{c['seed']}")
+def test_the_texts_every_runtime_must_print(case):
+    model = Model(MODELS[case["model"]])
+    seed = None if case["seed"] is None else int(case["seed"])
+    texts = generate_batch(model, case["prompt"], case["length"], case["samples"], seed=seed, stop=case["stop"],
+                           **case["options"])
+    assert texts == case["texts"]

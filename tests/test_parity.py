@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from charlstm.export import export
 from charlstm.runtime import Model, SamplingOptions, generate, score
-from charlstm.runtime.sampler import choose
+from charlstm.runtime.sampler import Picker
 from charlstm.train import Checkpoint, CharLSTM, ModelConfig, build_model, load_checkpoint, save_checkpoint
 from charlstm.export.agreement import random_state
 from conftest import parity_failure, train_tiny
@@ -134,10 +134,10 @@ def test_seeded_sampling_is_identical_through_the_runtime_sampler(trained):
     prompt = "Monsieur"
     with torch.no_grad():
         logits, state = model(torch.as_tensor(runtime.encode(prompt))[:, None])
-        logits, rngs, out = logits[-1].numpy(), [np.random.default_rng(21)], []
+        logits, picker, out = logits[-1].numpy(), Picker(options, [21]), []
         recent = np.full((1, options.repetition_window), -1)
         for _ in range(400):
-            token = choose(logits, options, rngs, recent)
+            token = picker.choose(logits, recent)
             out.append(vocab[int(token[0])])
             logits, state = model(torch.as_tensor(token)[None], state)
             logits = logits[0].numpy()

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from charlstm.runtime import BadInput, SamplingOptions
-from charlstm.runtime.sampler import choose, distribution, penalize
+from charlstm.runtime.rng import Streams, splitmix64
+from charlstm.runtime.sampler import Picker, candidates, kept_count, penalize
 
 
 def draws(logits, n=20_000, seed=0, **options) -> np.ndarray:
     """Frequencies of each id over n draws from one row of logits."""
-    rngs = [np.random.default_rng(seed)]
-    picks = [int(choose(np.asarray([logits], np.float32), SamplingOptions(**options), rngs)[0]) for _ in range(n)]
+    picker = Picker(SamplingOptions(**options), [seed])
+    picks = [int(picker.choose(np.asarray([logits], np.float32))[0]) for _ in range(n)]
     return np.bincount(picks, minlength=len(logits)) / n
 
 
@@ -25,10 +26,9 @@ def test_temperature_one_samples_the_softmax():
 def test_top_k_1_is_greedy_and_top_k_keeps_k():
     rng = np.random.default_rng(1)
     logits = rng.standard_normal((50, 30)).astype(np.float32)
-    rngs = [np.random.default_rng(i) for i in range(50)]
-    top1 = choose(logits, SamplingOptions(top_k=1, temperature=1.5), rngs)
+    top1 = Picker(SamplingOptions(top_k=1, temperature=1.5), list(range(50))).choose(logits)
     assert (top1 == logits.argmax(1)).all()
-    assert (top1 == choose(logits, SamplingOptions(greedy=True), rngs)).all()
+    assert (top1 == Picker(SamplingOptions(greedy=True), list(range(50))).choose(logits)).all()
     freq = draws(np.array([3.0, 2.0, 1.0, 0.0, -1.0]), n=5000, temperature=1.0, top_k=2)
     assert freq[2:].sum() == 0 and freq[0] > freq[1] > 0
 
@@ -36,10 +36,13 @@ def test_top_k_1_is_greedy_and_top_k_keeps_k():
 @pytest.mark.parametrize("p, kept", [(0.5, 1), (0.79, 2), (0.8, 2), (0.81, 3), (0.95, 3), (0.951, 4), (1.0, 4)])
 def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
     probs = np.array([0.5, 0.3, 0.15, 0.05])
-    order, filtered = distribution(np.log(probs)[None], SamplingOptions(temperature=1.0, top_p=p))
+    options = SamplingOptions(temperature=1.0, top_p=p)
+    order, weights = candidates(np.log(probs)[None], options)
     assert (order[0] == [0, 1, 2, 3]).all()
-    assert (filtered[0] > 0).sum() == kept
-    np.testing.assert_allclose(filtered[0][:kept], probs[:kept] / probs[:kept].sum())
+    np.testing.assert_allclose(weights[0] / weights[0].sum(), probs)
+    assert kept_count(weights, np.add.accumulate(weights, axis=1), options)[0] == kept
+    freq = draws(np.log(probs), n=4000, temperature=1.0, top_p=p)
+    assert (freq[:kept] > 0).all() and freq[kept:].sum() == 0
 
 
 def test_temperature_towards_zero_approaches_greedy():
@@ -50,17 +53,18 @@ def test_temperature_towards_zero_approaches_greedy():
 
 
 def test_ties_break_towards_the_lower_id():
-    rngs = [np.random.default_rng(0)]
-    assert choose(np.zeros((1, 5), np.float32), SamplingOptions(greedy=True), rngs)[0] == 0
-    assert choose(np.zeros((1, 5), np.float32), SamplingOptions(top_k=1), rngs)[0] == 0
+    assert Picker(SamplingOptions(greedy=True), [0]).choose(np.zeros((1, 5), np.float32))[0] == 0
+    assert Picker(SamplingOptions(top_k=1), [0]).choose(np.zeros((1, 5), np.float32))[0] == 0
+    order, _ = candidates(np.array([[1.0, 2.0, 1.0, 2.0]]), SamplingOptions(top_k=4))
+    assert order[0].tolist() == [1, 3, 0, 2]
 
 
 def test_the_seed_reproduces_and_lanes_are_independent():
     logits = np.random.default_rng(3).standard_normal((4, 40)).astype(np.float32)
 
     def run(seeds):
-        rngs = [np.random.default_rng(s) for s in seeds]
-        return np.stack([choose(logits, SamplingOptions(temperature=1.0), rngs) for _ in range(200)])
+        picker = Picker(SamplingOptions(temperature=1.0), seeds)
+        return np.stack([picker.choose(logits) for _ in range(200)])
 
     a, b = run([5, 6, 7, 8]), run([5, 6, 7, 8])
     assert (a == b).all()
@@ -75,9 +79,8 @@ def test_repetition_penalty_discourages_recent_ids_only():
     recent = np.array([[0, 0, 0]])
     plain = draws(np.array([1.0, 1.0]), n=4000, temperature=1.0)
     assert abs(plain[0] - 0.5) < 0.03
-    rngs = [np.random.default_rng(0)]
-    opts = SamplingOptions(temperature=1.0, repetition_penalty=3.0)
-    picks = [choose(np.array([[1.0, 1.0]], np.float32), opts, rngs, recent)[0] for _ in range(4000)]
+    picker = Picker(SamplingOptions(temperature=1.0, repetition_penalty=3.0), [0])
+    picks = [picker.choose(np.array([[1.0, 1.0]], np.float32), recent)[0] for _ in range(4000)]
     expected = np.exp(1 / 3) / (np.exp(1 / 3) + np.exp(1))  # the penalized logit 1 becomes 1/3
     assert abs(np.mean(np.array(picks) == 0) - expected) < 0.03
 
@@ -89,3 +92,30 @@ def test_repetition_penalty_discourages_recent_ids_only():
 def test_bad_options(options):
     with pytest.raises(BadInput):
         SamplingOptions(**options)
+
+
+def test_splitmix64_is_the_reference_generator():
+    """The first outputs of the reference SplitMix64 (Steele, Lea, Flood 2014; Vigna's C code)
+    seeded 1234567, and the uniform doubles taken from their top 53 bits."""
+    state, outputs = 1234567, []
+    for _ in range(3):
+        state, z = splitmix64(state)
+        outputs.append(z)
+    assert outputs == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+    assert Streams([1234567]).uniforms()[0] == (outputs[0] >> 11) / 2**53
+
+
+@pytest.mark.parametrize("seeds", [[0], [2**64 - 1, 0, 5, 1234567], list(range(64))])
+def test_one_stream_and_many_streams_draw_the_same_numbers(seeds):
+    together = Streams(seeds)
+    alone = [Streams([s]) for s in seeds]
+    for _ in range(50):
+        assert together.uniforms().tolist() == [a.uniforms()[0] for a in alone]
+
+
+def test_a_target_on_the_total_takes_the_last_candidate_that_can_be_drawn():
+    """u * total can round up to the total; the draw then takes the last candidate with weight."""
+    picker = Picker(SamplingOptions(temperature=1.0), [0])
+    picker.streams.uniforms = lambda: np.array([1.0])  # the largest double below 1 times a total can round to it
+    logits = np.array([[0.0, 1.0, -2000.0]], np.float32)  # the last weight underflows to 0
+    assert picker.choose(logits)[0] == 1

@@ -1,10 +1,18 @@
-"""Regenerate the golden files: a tiny model's .onnx and torch's outputs for fixed inputs.
+"""Regenerate the golden files that the Python and JavaScript suites both read (JSON).
 
     python tests/golden/make_golden.py        # needs the train extra; rewrites tests/golden/
 
-The runtime's parity tests (tests/test_golden.py) read these files without torch. Rerunning
-on another machine or torch version may change the weights in the last bits; the tests then
-still pass against the new files, which is the point: they pin torch's outputs to the graph.
+- tiny.onnx, tiny.prefill.onnx: a tiny model (2 x 16, vocabulary "abcdef") and torch's
+  outputs for it (steps.json: 100 steps x 3 lanes from random states; the greedy and a
+  seeded text through the runtime's sampler on torch's logits).
+- rng.json: SplitMix64's first outputs for some seeds, and their uniform doubles.
+- sampler.json: logits, options, seed and window → the characters picked, step by step.
+- texts.json: the Python runtime's texts for the tiny and the shipped model, with every
+  sampling option, stop strings and several samples: what any runtime must print.
+
+Rerunning on another machine or torch version may change the tiny weights in the last bits;
+the tests then pass against the new files, which is the point: they pin torch's outputs to
+the graph, and the runtimes to each other.
 """
 
 import json
@@ -20,30 +28,111 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "bench")]  # conftest, a
 
 from charlstm.export import export  # noqa: E402
 from charlstm.export.agreement import random_state  # noqa: E402
-from charlstm.runtime import Model, SamplingOptions  # noqa: E402
-from charlstm.runtime.sampler import choose  # noqa: E402
+from charlstm.runtime import Model, SamplingOptions, generate_batch  # noqa: E402
+from charlstm.runtime.rng import Streams, splitmix64  # noqa: E402
+from charlstm.runtime.sampler import Picker  # noqa: E402
 from charlstm.train import build_model, load_checkpoint  # noqa: E402
 from conftest import markov_text, train_tiny  # noqa: E402
 
-STEPS, BATCH = 200, 3
+STEPS, BATCH = 100, 3
 PROMPT, LENGTH, SEED = "abca", 120, 7
 SAMPLING = {"temperature": 1.0, "top_k": 5}
+SHIPPED = HERE.parents[1] / "models" / "moliere.onnx"
+# (model, prompt, length, options, seed, stop strings, samples): each option alone and together
+CASES = [
+    ("tiny", "abc", 300, {"greedy": True}, None, [], 1),
+    ("tiny", "", 300, {"temperature": 1.0}, 3, [], 1),
+    ("tiny", "fed", 200, {"temperature": 1.3, "top_k": 3}, 11, [], 1),
+    ("tiny", "a", 200, {"temperature": 0.9, "top_p": 0.8}, 12, [], 1),
+    ("tiny", "ab", 200, {"temperature": 1.0, "repetition_penalty": 1.5}, 13, [], 1),
+    ("tiny", "abcdef", 200, {"temperature": 1.1, "top_k": 4, "top_p": 0.9, "repetition_penalty": 0.8}, 14, ["ff"], 1),
+    ("tiny", "de", 150, {"temperature": 1.2}, 2**64 - 2, ["ca", "eee"], 4),
+    ("moliere", "ALCESTE.", 300, {"greedy": True}, None, [], 1),
+    ("moliere", "", 300, {}, 1, [], 1),
+    ("moliere", "\n", 300, {"temperature": 0.5}, 2, [], 1),
+    ("moliere", "Monsieur, ", 300, {"temperature": 1.0, "top_k": 40}, 3, [], 1),
+    ("moliere", "Je vous", 300, {"temperature": 0.9, "top_p": 0.9}, 4, [], 1),
+    ("moliere", "TARTUFFE.", 300, {"repetition_penalty": 1.3}, 5, [], 1),
+    ("moliere", "DORINE.\n", 400, {"temperature": 0.8, "top_k": 30, "top_p": 0.95, "repetition_penalty": 1.1},
+     6, ["\n\n"], 3),
+]
 
 
-def torch_text(model, vocab, prompt: str, options: SamplingOptions, seed: int | None) -> str:
-    """Generation with torch's logits and the runtime's sampler (seed None: greedy)."""
+def floats(array) -> list:
+    """float32 values as JSON numbers that read back to the same float32 (their exact float64)."""
+    return np.asarray(array, np.float32).astype(np.float64).tolist()
+
+
+def torch_text(model, vocab, prompt: str, options: SamplingOptions, seed: int) -> str:
+    """Generation with torch's logits and the runtime's sampler."""
     index = {ch: i for i, ch in enumerate(vocab)}
-    rngs = [np.random.default_rng(seed)]
+    picker = Picker(options, [seed])
     recent = np.full((1, options.repetition_window), -1)
     with torch.no_grad():
         logits, state = model(torch.tensor([index[ch] for ch in prompt])[:, None])
         logits, out = logits[-1].numpy(), []
         for _ in range(LENGTH):
-            token = choose(logits, options, rngs, recent)
+            token = picker.choose(logits, recent)
             out.append(vocab[int(token[0])])
             logits, state = model(torch.as_tensor(token)[None], state)
             logits = logits[0].numpy()
     return "".join(out)
+
+
+def torch_steps(model) -> dict:
+    cfg, rng = model.config, np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.vocab_size, (STEPS, BATCH))
+    h, c = random_state(cfg.num_layers, BATCH, cfg.hidden_size, rng)
+    record = {"tokens": tokens.tolist(), "h0": floats(h), "c0": floats(c), "logits": [], "h": [], "c": []}
+    with torch.no_grad():
+        state = (torch.from_numpy(h), torch.from_numpy(c))
+        for step in range(STEPS):
+            logits, state = model(torch.from_numpy(tokens[step])[None], state)
+            for key, value in (("logits", logits[0]), ("h", state[0]), ("c", state[1])):
+                record[key].append(floats(value.numpy()))
+    return record
+
+
+def rng_vectors() -> list[dict]:
+    out = []
+    for seed in (0, 1, 7, 1234567, 2**63, 2**64 - 1):
+        state, outputs = seed, []
+        for _ in range(5):
+            state, z = splitmix64(state)
+            outputs.append(str(z))
+        stream = Streams([seed])
+        out.append({"seed": str(seed), "outputs": outputs, "uniforms": [stream.uniforms()[0] for _ in range(5)]})
+    return out
+
+
+def sampler_cases() -> list[dict]:
+    """Picks of the sampler on fixed logits, 40 draws each, every option."""
+    rng = np.random.default_rng(5)
+    logits = [rng.standard_normal(12).astype(np.float32) * 3,
+              np.array([2, 2, 1, 1, 0, 0, -1, -1, 3, 3, -5, 7], np.float32)]  # ties
+    cases = []
+    for options in ({"temperature": 1.0}, {"temperature": 0.7, "top_k": 3}, {"temperature": 1.5, "top_p": 0.6},
+                    {"temperature": 1.0, "top_k": 6, "top_p": 0.9}, {"repetition_penalty": 2.0},
+                    {"greedy": True, "repetition_penalty": 3.0}, {"temperature": 1e-6}):
+        for row in logits:
+            recent = [-1] * 29 + [11, 8, 0]
+            picker = Picker(SamplingOptions(**options), [99])
+            picks = [int(picker.choose(row[None], np.array([recent]))[0]) for _ in range(40)]
+            cases.append({"logits": floats(row), "options": options, "seed": 99, "recent": recent, "picks": picks})
+    return cases
+
+
+def text_cases(models: dict) -> list[dict]:
+    out = []
+    for which, prompt, n, options, seed, stop, samples in CASES:
+        texts = generate_batch(models[which], prompt, n, samples, seed=seed, stop=stop, **options)
+        out.append({"model": which, "prompt": prompt, "length": n, "options": options,
+                    "seed": None if seed is None else str(seed), "stop": stop, "samples": samples, "texts": texts})
+    return out
+
+
+def write(name: str, content) -> None:
+    (HERE / name).write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -54,25 +143,15 @@ def main() -> None:
         export(result.best, HERE / "tiny.onnx")
         ckpt = load_checkpoint(result.best)
     model, vocab = build_model(ckpt), ckpt.vocab
-    cfg = model.config
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, cfg.vocab_size, (STEPS, BATCH))
-    h, c = random_state(cfg.num_layers, BATCH, cfg.hidden_size, rng)
-    record = {"tokens": tokens, "h0": h, "c0": c, "logits": [], "h": [], "c": []}
-    with torch.no_grad():
-        state = (torch.from_numpy(h), torch.from_numpy(c))
-        for step in range(STEPS):
-            logits, state = model(torch.from_numpy(tokens[step])[None], state)
-            for key, value in (("logits", logits[0]), ("h", state[0]), ("c", state[1])):
-                record[key].append(value.numpy().copy())
-    np.savez_compressed(HERE / "tiny_steps.npz", **{k: np.asarray(v) for k, v in record.items()})
-    texts = {
-        "prompt": PROMPT, "length": LENGTH, "seed": SEED, "sampling": SAMPLING,
-        "greedy": torch_text(model, vocab, PROMPT, SamplingOptions(greedy=True), None),
-        "sampled": torch_text(model, vocab, PROMPT, SamplingOptions(**SAMPLING), SEED),
-    }
-    (HERE / "tiny_texts.json").write_text(json.dumps(texts, indent=2) + "\n")
-    print(f"wrote {HERE}/tiny.onnx, tiny_steps.npz, tiny_texts.json")
+    steps = torch_steps(model)
+    steps["texts"] = {"prompt": PROMPT, "length": LENGTH, "seed": SEED, "sampling": SAMPLING,
+                      "greedy": torch_text(model, vocab, PROMPT, SamplingOptions(greedy=True), 0),
+                      "sampled": torch_text(model, vocab, PROMPT, SamplingOptions(**SAMPLING), SEED)}
+    write("steps.json", steps)
+    write("rng.json", rng_vectors())
+    write("sampler.json", sampler_cases())
+    write("texts.json", text_cases({"tiny": Model(HERE / "tiny.onnx"), "moliere": Model(SHIPPED)}))
+    print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, texts.json")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The sampler's cost per character: `choose` alone and the whole generation loop, default model.
+
+    python bench/sampler.py [--model models/moliere.onnx] [--chars 3000] [--repeats 7] [--json PATH]
+
+`choose` is timed on the default model's real logits (114 characters) at batch 1 and 64, with
+no filter, with top-k + top-p, and with a repetition penalty; the loop is batch-1 generation
+(onnxruntime's step included), for context. Medians of --repeats; microseconds per character
+(per lane at batch 64).
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from charlstm.runtime import Model, SamplingOptions, generate
+from charlstm.runtime import sampler
+from shared_corpus import ROOT
+
+CASES = {"plain T=0.8": SamplingOptions(), "top-k 20 + top-p 0.9": SamplingOptions(top_k=20, top_p=0.9),
+         "penalty 1.2": SamplingOptions(repetition_penalty=1.2)}
+
+
+def logits_of(model: Model, n: int) -> np.ndarray:
+    """n rows of real next-character logits, from a greedy walk."""
+    logits, state = model.prime(model.encode("\n"))
+    rows = []
+    for _ in range(n):
+        rows.append(logits[0])
+        logits, state = model.step([int(logits[0].argmax())], state)
+    return np.stack(rows).astype(np.float32)
+
+
+def time_choose(rows: np.ndarray, options: SamplingOptions, batch: int, repeats: int) -> float:
+    """Median µs per character (per lane) of sampler.choose over the rows."""
+    picker = sampler.Picker(options, list(range(batch)))
+    recent = np.full((batch, options.repetition_window), -1, np.int64)
+    blocks = [np.repeat(r[None], batch, 0) for r in rows]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for block in blocks:
+            picker.choose(block, recent)
+        times.append(time.perf_counter() - t0)
+    return 1e6 * statistics.median(times) / (len(rows) * batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "moliere.onnx")
+    parser.add_argument("--chars", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    model = Model(args.model)
+    rows = logits_of(model, 500)
+    results = {}
+    print(f"{'choose, µs per character':<34} {'batch 1':>8} {'batch 64':>9}")
+    for name, options in CASES.items():
+        results[name] = {b: time_choose(rows if b == 1 else rows[:100], options, b, args.repeats) for b in (1, 64)}
+        print(f"{name:<34} {results[name][1]:>8.2f} {results[name][64]:>9.2f}")
+    loop = statistics.median(_timed(lambda: generate(model, "\n", args.chars, seed=0)) for _ in range(args.repeats))
+    results["generation µs/char"] = 1e6 * loop / args.chars
+    print(f"{'batch-1 generation (with the step)':<34} {results['generation µs/char']:>8.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+#!/usr/bin/env node
+// charlstm-sample for Node (onnxruntime-node): the Python CLI's flags, meanings and output, so that
+// the same model, prompt, options and seed print the same bytes.
+
+import fs from "node:fs";
+import { fileURLToPath } from "node:url";
+
+import { BadInput, plural } from "../src/errors.mjs";
+import { Model } from "../src/model.mjs";
+import { laneSeeds } from "../src/rng.mjs";
+import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
+import { score, stream, streamBatch } from "../src/generate.mjs";
+
+const PROG = "charlstm-sample";
+const DEFAULT_MODEL = fileURLToPath(new URL("../../../models/moliere.onnx", import.meta.url));
+const HELP = `Usage: ${PROG} [OPTIONS] [MODEL]
+
+  Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
+
+  Without MODEL, the Molière model shipped with charlstm is used (in a clone of charlstm).
+
+Options:
+  --prime TEXT                Text to start from; - reads it from stdin. [default: none]
+  -n, --length INTEGER        Characters to generate.  [default: 500]
+  --temperature FLOAT         Below 1: safer text; above 1: wilder; 0: greedy.  [default: 0.8]
+  --top-k INTEGER             Sample among the K most likely characters.
+  --top-p FLOAT               Sample among the most likely characters totalling P.
+  --greedy                    Always take the most likely character.
+  --repetition-penalty FLOAT  Above 1 discourages characters of the last 32.  [default: 1.0]
+  --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
+  --num-samples INTEGER       Independent samples, run as one batch.  [default: 1]
+  --stop TEXT                 End a sample at this string (not printed); repeatable.
+  --unknown [error|skip]      Characters outside the model's vocabulary: refuse, or drop them.  [default: error]
+  --echo / --no-echo          Print the prompt before the text.  [default: echo]
+  --score PATH                Print the model's nats per character on this text file instead of sampling.
+  --threads INTEGER RANGE     onnxruntime threads. [default: onnxruntime's]
+  -h, --help                  Show this message and exit.
+`;
+
+// name → [key, kind]; kind: "text", "int", "float", "flag", "many" (repeatable text)
+const OPTIONS = {
+  "--prime": ["prime", "text"], "-n": ["length", "int"], "--length": ["length", "int"],
+  "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
+  "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
+  "--num-samples": ["numSamples", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
+  "--echo": ["echo", "flag"], "--no-echo": ["echo", "off"], "--score": ["score", "text"], "--threads": ["threads", "int"],
+};
+// What --score does not use: given with it, they would be ignored, so they are refused.
+const GENERATION_ONLY = { prime: "--prime", length: "-n", temperature: "--temperature", topK: "--top-k",
+  topP: "--top-p", greedy: "--greedy", repetitionPenalty: "--repetition-penalty", seed: "--seed",
+  numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo" };
+
+function parseArgs(argv) {
+  const given = { stop: [] };
+  const positional = [];
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    if (arg === "-h" || arg === "--help") return { help: true };
+    let value;
+    if (arg.startsWith("--") && arg.includes("=")) [arg, value] = [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)];
+    else if (/^-n./.test(arg)) [arg, value] = ["-n", arg.slice(2)];
+    if (!arg.startsWith("-") || arg === "-") {
+      positional.push(arg);
+      continue;
+    }
+    const spec = OPTIONS[arg];
+    if (!spec) throw new BadInput(`No such option: ${arg} (see ${PROG} --help)`);
+    const [key, kind] = spec;
+    if (kind === "flag" || kind === "off") {
+      given[key] = kind === "flag";
+      continue;
+    }
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new BadInput(`Option '${arg}' requires an argument. (see ${PROG} --help)`);
+      value = argv[++i];
+    }
+    const parsed = convert(value, kind, arg);
+    if (kind === "many") given.stop.push(parsed);
+    else given[key] = parsed;
+  }
+  if (positional.length > 1) throw new BadInput(`Got unexpected extra argument (${positional[1]}) (see ${PROG} --help)`);
+  return { given, model: positional[0] };
+}
+
+function convert(value, kind, flag) {
+  const text = value.trim();
+  if (kind === "int") {
+    if (!/^[+-]?\d+$/.test(text)) throw new BadInput(`Invalid value for '${flag}': '${value}' is not a valid integer. (see ${PROG} --help)`);
+    return BigInt(text);
+  }
+  if (kind === "float") {
+    const special = /^[+-]?(inf|infinity|nan)$/i.test(text);
+    const number = special ? (text.toLowerCase().includes("nan") ? NaN : (text.startsWith("-") ? -Infinity : Infinity)) : Number(text);
+    if (text === "" || (!special && !/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text))) {
+      throw new BadInput(`Invalid value for '${flag}': '${value}' is not a valid float. (see ${PROG} --help)`);
+    }
+    return number;
+  }
+  return value;
+}
+
+function rangeChecks(g) {
+  if (g.seed !== undefined && g.seed < 0n) {
+    throw new BadInput(`Invalid value for '--seed': ${g.seed} is not in the range x>=0. (see ${PROG} --help)`);
+  }
+  if (g.threads !== undefined && g.threads < 1n) {
+    throw new BadInput(`Invalid value for '--threads': ${g.threads} is not in the range x>=1. (see ${PROG} --help)`);
+  }
+  if (g.unknown !== undefined && !["error", "skip"].includes(g.unknown)) {
+    throw new BadInput(`Invalid value for '--unknown': '${g.unknown}' is not one of 'error', 'skip'. (see ${PROG} --help)`);
+  }
+}
+
+/** Python's format(x, ".{digits}f"): the decimal nearest the double, exact ties to even. */
+export function pyFixed(x, digits) {
+  const out = x.toFixed(digits);
+  if (!Number.isFinite(x) || x === 0) return Number.isNaN(x) ? "nan" : Number.isFinite(x) ? out : (x > 0 ? "inf" : "-inf");
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, Math.abs(x));
+  const bits = view.getBigUint64(0);
+  const exponent = Number((bits >> 52n) & 0x7ffn);
+  const mantissa = (bits & ((1n << 52n) - 1n)) | (exponent ? 1n << 52n : 0n);
+  const shift = BigInt(1075 - Math.max(exponent, 1)); // |x| = mantissa / 2^shift
+  if (shift <= 0n) return out;
+  const scaled = mantissa * 10n ** BigInt(digits);
+  const half = 1n << (shift - 1n);
+  if (scaled % (1n << shift) !== half) return out; // not a tie: toFixed is right
+  const floor = scaled >> shift; // a tie: toFixed took floor + 1; Python takes the even one
+  if (floor % 2n !== 0n) return out;
+  const s = floor.toString().padStart(digits + 1, "0");
+  const body = digits ? `${s.slice(0, -digits)}.${s.slice(-digits)}` : s;
+  return (x < 0 ? "-" : "") + body;
+}
+
+/** How Python's pathlib prints a path it was given: no "." parts, no doubled or trailing slashes. */
+function pyPath(p) {
+  const parts = p.split("/").filter((part, i) => part !== "" && part !== ".");
+  return (p.startsWith("/") ? "/" : "") + parts.join("/") || ".";
+}
+
+function readStdin() {
+  const data = fs.readFileSync(0);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(data);
+  } catch {
+    let offset = 0; // find the first byte that is not valid UTF-8, to name it as Python does
+    for (; offset < data.length; offset++) {
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(0, offset + 1), { stream: true });
+      } catch {
+        break;
+      }
+    }
+    throw new BadInput(`standard input is not UTF-8 (byte 0x${data[offset].toString(16).padStart(2, "0")} at offset ${offset})`);
+  }
+}
+
+let interrupted = false;
+
+async function main() {
+  const parsed = parseArgs(process.argv.slice(2));
+  if (parsed.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const g = parsed.given;
+  rangeChecks(g);
+  const modelPath = parsed.model ?? DEFAULT_MODEL;
+  if (parsed.model === undefined && !fs.existsSync(DEFAULT_MODEL)) {
+    throw new BadInput("no MODEL given and no default model is installed; pass a .onnx file made by charlstm-export");
+  }
+  const ort = await import("onnxruntime-node");
+  const threads = g.threads === undefined ? undefined : Number(g.threads);
+  if (g.score !== undefined) {
+    const extra = Object.entries(GENERATION_ONLY).filter(([key]) => key === "stop" ? g.stop.length : key in g)
+      .map(([, flag]) => flag);
+    if (extra.length) throw new BadInput(`--score measures a text and does not generate: drop ${extra.join(", ")}`);
+    return scoreFile(await Model.load(modelPath, { ort, threads }), g.score, g.unknown ?? "error");
+  }
+  const sampling = {
+    temperature: g.temperature ?? DEFAULTS.temperature, topK: g.topK === undefined ? null : Number(g.topK),
+    topP: g.topP ?? null, repetitionPenalty: g.repetitionPenalty ?? DEFAULTS.repetitionPenalty, greedy: g.greedy ?? false,
+  };
+  const options = samplingOptions(sampling); // checks the values before the model loads
+  const length = Number(g.length ?? 500n);
+  const numSamples = Number(g.numSamples ?? 1n);
+  if (length < 0 || numSamples < 1) throw new BadInput("-n must be >= 0 and --num-samples >= 1");
+  const model = await Model.load(modelPath, { ort, threads });
+  const prime = g.prime === "-" ? readStdin() : (g.prime ?? "");
+  const chosenSeed = g.seed !== undefined;
+  const seed = chosenSeed ? g.seed : BigInt(Math.floor(Math.random() * 2 ** 31));
+  const unknown = g.unknown ?? "error";
+  const common = { seed, stop: g.stop, unknown, ...sampling, n: length };
+  const shown = g.echo === false ? "" : model.decode(model.encode(prime, unknown));
+  if (numSamples === 1) {
+    const pieces = await stream(model, prime, common); // checks the prompt before printing
+    if (!chosenSeed && !options.greedy) process.stderr.write(`seed ${seed} (pass --seed ${seed} to get this text again)\n`);
+    process.stdout.write(shown);
+    for await (const piece of pieces) {
+      process.stdout.write(piece);
+      if (interrupted) return 130;
+    }
+    process.stdout.write("\n");
+    return 0;
+  }
+  const steps = await streamBatch(model, prime, { ...common, numSamples });
+  const labels = laneSeeds(seed, numSamples).map((s, i) => `--- sample ${i + 1}${options.greedy ? "" : ` (seed ${s})`} ---`);
+  const lanes = labels.map(() => []);
+  for await (const pieces of steps) {
+    pieces.forEach((piece, i) => lanes[i].push(piece));
+    if (interrupted) break;
+  }
+  const note = interrupted ? " (interrupted)" : "";
+  process.stdout.write(labels.map((label, i) => `${label}\n${shown}${lanes[i].join("")}${note}\n`).join(""));
+  return interrupted ? 130 : 0;
+}
+
+async function scoreFile(model, path, unknown) {
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(fs.readFileSync(path));
+  } catch (e) {
+    if (e.code === "ENOENT") throw new BadInput(`text ${pyPath(path)} does not exist`);
+    throw new BadInput(`cannot read ${pyPath(path)} as UTF-8 text (${e.code === "EISDIR" ? "IsADirectoryError" : "UnicodeDecodeError"})`);
+  }
+  const s = await score(model, text.replace(/\r\n?/g, "\n"), unknown); // Python's read_text: universal newlines
+  process.stdout.write(`${pyFixed(s.natsPerChar, 4)} nats/char (${pyFixed(s.bitsPerChar, 4)} bits/char, perplexity`
+    + ` ${pyFixed(s.perplexity, 3)}) over ${plural(s.chars, "character")} of ${pyPath(path)}\n`);
+  return 0;
+}
+
+function fail(message, status = 2) {
+  process.stderr.write(`${PROG}: error: ${message}\n`);
+  process.exitCode = status;
+}
+
+process.on("SIGINT", () => {
+  if (interrupted) process.exit(130);
+  interrupted = true;
+});
+process.stdout.on("error", (e) => {
+  if (e.code === "EPIPE") process.exit(0); // the reader went away (| head -c 20): stop quietly
+  throw e;
+});
+
+main().then((status) => {
+  if (status === 130) fail("interrupted", 130);
+  else process.exitCode = status;
+}, (e) => {
+  if (e instanceof BadInput) fail(e.message);
+  else fail(`unexpected ${e?.name ?? "error"}: ${String(e?.message ?? e).split("\n")[0]}`, 1);
+});

@@ -1,0 +1,158 @@
+// Text from a model: priming, streaming generation, stop strings, batches, scoring — as
+// runtime/generate.py does it, so that the same seed gives the same text.
+
+import { BadInput } from "./errors.mjs";
+import { laneSeeds, SEED_LIMIT } from "./rng.mjs";
+import { Picker, samplingOptions } from "./sampler.mjs";
+
+/** Holds back text that may be the start of a stop string; the stop itself is not emitted. */
+export class StopMatcher {
+  constructor(stops) {
+    this.stops = stops.filter((s) => s.length > 0);
+    this.pending = "";
+    this.done = false;
+  }
+
+  push(ch) {
+    if (this.stops.length === 0) return ch;
+    this.pending += ch;
+    for (const stop of this.stops) {
+      if (this.pending.endsWith(stop)) {
+        this.done = true;
+        return this.pending.slice(0, this.pending.length - stop.length);
+      }
+    }
+    let keep = 0;
+    for (const stop of this.stops) {
+      for (let k = 1; k < stop.length; k++) if (k > keep && this.pending.endsWith(stop.slice(0, k))) keep = k;
+    }
+    const out = this.pending.slice(0, this.pending.length - keep);
+    this.pending = this.pending.slice(this.pending.length - keep);
+    return out;
+  }
+
+  flush() {
+    const out = this.done ? "" : this.pending;
+    this.pending = "";
+    return out;
+  }
+}
+
+function stopStrings(stop) {
+  const stops = typeof stop === "string" ? [stop] : Array.from(stop ?? []);
+  if (!stops.every((s) => typeof s === "string")) throw new BadInput("stop must be a string or a list of strings");
+  return stops;
+}
+
+function randomSeed() {
+  const words = new Uint32Array(2);
+  globalThis.crypto.getRandomValues(words);
+  return (BigInt(words[0]) << 32n) | BigInt(words[1]);
+}
+
+/**
+ * Generate `numSamples` continuations of `prompt` in one batch: checks the arguments and
+ * feeds the prompt first (so errors come from this call), then returns an async iterator
+ * yielding, after each step, the new text of every sample ("" where nothing is new).
+ * Options: n (default 500), numSamples, seed (number, bigint or decimal string; sample i uses
+ * seed + i), stop (string or list), state (batch 1, to continue from), unknown ("error" |
+ * "skip"), and the sampling options temperature, topK, topP, repetitionPenalty, greedy.
+ */
+export async function streamBatch(model, prompt = "", options = {}) {
+  const { n = 500, numSamples = 1, seed = null, stop = [], state = null, unknown = "error", ...sampling } = options;
+  const o = samplingOptions(sampling);
+  const stops = stopStrings(stop);
+  if (typeof prompt !== "string") throw new BadInput("the prompt must be a string");
+  if (!Number.isInteger(n) || !Number.isInteger(numSamples) || n < 0 || numSamples < 1) {
+    throw new BadInput("the length must be an integer >= 0 and the number of samples an integer >= 1");
+  }
+  const seedValue = seed === null || seed === undefined ? randomSeed() : parseSeed(seed);
+  if (state !== null && state.batch !== 1) {
+    throw new BadInput("a state to continue from must have batch 1; use state.select([lane])");
+  }
+  const ids = prompt ? model.encode(prompt, unknown) : [];
+  const primed = await model.prime(ids.length ? ids : [model.startToken], state);
+  const window = o.repetitionWindow;
+  const recent = Array.from({ length: numSamples }, () => [...Array(Math.max(0, window - ids.length)).fill(-1),
+    ...ids.slice(-window)]);
+  const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s));
+  return steps(model, primed, n, o, pickers, recent, stops);
+}
+
+function parseSeed(seed) {
+  let value;
+  try {
+    value = BigInt(seed);
+  } catch {
+    throw new BadInput(`the seed must be >= 0 and an integer below 2^64, not ${seed}`);
+  }
+  if (value < 0n || value >= SEED_LIMIT || (typeof seed === "number" && !Number.isSafeInteger(seed))) {
+    throw new BadInput(`the seed must be >= 0 and an integer below 2^64, not ${seed}`);
+  }
+  return value;
+}
+
+async function* steps(model, primed, n, o, pickers, recent, stops) {
+  const batch = pickers.length;
+  const V = model.vocabSize;
+  const matchers = pickers.map(() => new StopMatcher(stops));
+  let logits = new Float32Array(batch * V);
+  for (let b = 0; b < batch; b++) logits.set(primed.logits, b * V);
+  let state = primed.state.select(Array(batch).fill(0), model.numLayers, model.hiddenSize);
+  for (let t = 0; t < n; t++) {
+    const tokens = pickers.map((p, b) => p.choose(logits.subarray(b * V, (b + 1) * V), recent[b]));
+    yield tokens.map((tok, b) => (matchers[b].done ? "" : matchers[b].push(model.vocab[tok])));
+    if (matchers.every((m) => m.done) || t === n - 1) break;
+    if (o.repetitionPenalty !== 1) tokens.forEach((tok, b) => { recent[b].shift(); recent[b].push(tok); });
+    ({ logits, state } = await model.stepUnchecked(tokens, state));
+  }
+  yield matchers.map((m) => m.flush());
+}
+
+/** One continuation of `prompt`, piece by piece (an async iterator of strings); options as streamBatch. */
+export async function stream(model, prompt = "", options = {}) {
+  const pieces = await streamBatch(model, prompt, { ...options, numSamples: 1 });
+  return (async function* () {
+    for await (const [piece] of pieces) if (piece) yield piece;
+  })();
+}
+
+/** One continuation of `prompt` (without the prompt); options as streamBatch. */
+export async function generate(model, prompt = "", options = {}) {
+  let text = "";
+  for await (const piece of await stream(model, prompt, options)) text += piece;
+  return text;
+}
+
+/** `numSamples` continuations of `prompt`, computed in one batch; options as streamBatch. */
+export async function generateBatch(model, prompt = "", options = {}) {
+  const texts = Array(options.numSamples ?? 1).fill("");
+  for await (const pieces of await streamBatch(model, prompt, options)) {
+    pieces.forEach((piece, b) => { texts[b] += piece; });
+  }
+  return texts;
+}
+
+/** Mean cross-entropy of each character of `text` given those before it, from zero state. */
+export async function score(model, text, unknown = "error", chunk = 4096) {
+  const ids = model.encode(text, unknown);
+  if (ids.length < 2) throw new BadInput("scoring needs a text of at least 2 known characters");
+  const V = model.vocabSize;
+  let state = model.newState(1);
+  let total = 0;
+  for (let start = 0; start < ids.length - 1; start += chunk) {
+    const targets = ids.slice(start + 1, start + chunk + 1);
+    const out = await model.feed(ids.slice(start, start + targets.length), state);
+    state = out.state;
+    targets.forEach((target, t) => {
+      const z = out.logits.subarray(t * V, (t + 1) * V);
+      let top = -Infinity;
+      for (const x of z) top = Math.max(top, x);
+      let sum = 0;
+      for (const x of z) sum += Math.exp(x - top);
+      total += top + Math.log(sum) - z[target];
+    });
+  }
+  const nats = total / (ids.length - 1);
+  return { natsPerChar: nats, chars: ids.length - 1, bitsPerChar: nats / Math.LN2, perplexity: Math.exp(nats) };
+}

@@ -1,0 +1,90 @@
+// Choosing the next character from logits, exactly as docs/formats.md specifies (and as the
+// Python runtime's sampler.py does): penalty, greedy, temperature, top-k, top-p, draw.
+
+import { BadInput } from "./errors.mjs";
+import { SplitMix64 } from "./rng.mjs";
+
+export const DEFAULTS = Object.freeze({
+  temperature: 0.8, topK: null, topP: null, repetitionPenalty: 1.0, repetitionWindow: 32, greedy: false,
+});
+const TOP_P_SLACK = 1e-12;
+
+/** Sampling options with the defaults filled in, checked as the Python SamplingOptions checks them. */
+export function samplingOptions(given = {}) {
+  const o = { ...DEFAULTS };
+  for (const [key, value] of Object.entries(given)) {
+    if (!(key in DEFAULTS)) throw new BadInput(`unknown sampling option ${key}`);
+    if (value !== undefined) o[key] = value;
+  }
+  const t = o.temperature;
+  const checks = [
+    [typeof t === "number" && (t === 0 || (t >= 1e-6 && t <= 1e6)),
+      "temperature must be a finite number, 0 (greedy) or between 1e-06 and 1e+06"],
+    [o.topK === null || (Number.isInteger(o.topK) && o.topK >= 1), "top-k must be at least 1"],
+    [o.topP === null || (o.topP > 0 && o.topP <= 1), "top-p must be in (0, 1]"],
+    [o.repetitionPenalty >= 1e-6 && o.repetitionPenalty <= 1e6, "repetition penalty must be between 1e-06 and 1e+06"],
+    [Number.isInteger(o.repetitionWindow) && o.repetitionWindow >= 1, "repetition window must be at least 1"],
+  ];
+  for (const [ok, message] of checks) if (!ok) throw new BadInput(message);
+  o.greedy = Boolean(o.greedy) || o.temperature === 0;
+  return Object.freeze(o);
+}
+
+/** Draws the next character of one stream: its options and its SplitMix64. */
+export class Picker {
+  constructor(options, seed) {
+    this.options = samplingOptions(options);
+    this.stream = this.options.greedy ? null : new SplitMix64(seed);
+  }
+
+  /** logits (Float32Array, V) and the recent ids (-1 = empty) → the next id. */
+  choose(logits, recent = []) {
+    const o = this.options;
+    const z = Float64Array.from(logits);
+    if (o.repetitionPenalty !== 1) {
+      const p = o.repetitionPenalty;
+      for (const id of new Set(recent)) if (id >= 0) z[id] = z[id] > 0 ? z[id] / p : z[id] * p;
+    }
+    if (o.greedy) return argmax(z);
+    const filters = o.topK !== null || o.topP !== null;
+    const order = filters ? sortedIds(z) : null;
+    const size = z.length;
+    const weights = new Float64Array(size);
+    const cdf = new Float64Array(size);
+    let max = -Infinity;
+    for (let j = 0; j < size; j++) max = Math.max(max, z[order ? order[j] : j]);
+    let sum = 0;
+    for (let j = 0; j < size; j++) {
+      weights[j] = Math.exp((z[order ? order[j] : j] - max) / o.temperature);
+      sum += weights[j];
+      cdf[j] = sum;
+    }
+    let kept = o.topK === null ? size : Math.min(o.topK, size);
+    if (o.topP !== null) {
+      const bound = (o.topP - TOP_P_SLACK) * cdf[kept - 1];
+      let inside = 0;
+      while (inside < size && (inside === 0 ? 0 : cdf[inside - 1]) < bound) inside++;
+      kept = Math.min(kept, Math.max(inside, 1));
+    }
+    const target = this.stream.uniform() * cdf[kept - 1];
+    let pick = 0;
+    while (pick < size && cdf[pick] <= target) pick++;
+    if (pick >= kept) { // rounding put the target on the total: the last candidate that can be drawn
+      pick = kept - 1;
+      while (pick > 0 && weights[pick] <= 0) pick--;
+    }
+    return order ? order[pick] : pick;
+  }
+}
+
+function argmax(z) {
+  let best = 0;
+  for (let j = 1; j < z.length; j++) if (z[j] > z[best]) best = j; // ties: the lowest id
+  return best;
+}
+
+/** Ids by logit, the higher first; between equal logits, the lower id first. */
+function sortedIds(z) {
+  const ids = Array.from(z.keys());
+  return ids.sort((a, b) => (z[b] - z[a]) || (a - b));
+}

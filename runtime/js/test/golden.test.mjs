@@ -1,0 +1,63 @@
+// The golden files the Python suite reads too: the generator, the sampler, torch's outputs, the texts.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { generateBatch, Model, Picker, SplitMix64 } from "../src/index.mjs";
+import { backends, caseOptions, golden, MODELS } from "./helpers.mjs";
+
+const ort = await backends();
+const ATOL = 1e-4; // export/agreement.py: |a - b| <= ATOL + RTOL * |b|
+const RTOL = 1e-5;
+
+test("SplitMix64 gives the reference outputs and uniforms", () => {
+  for (const c of golden("rng.json")) {
+    const a = new SplitMix64(BigInt(c.seed));
+    assert.deepEqual(c.outputs.map(() => String(a.next())), c.outputs);
+    const b = new SplitMix64(BigInt(c.seed));
+    assert.deepEqual(c.uniforms.map(() => b.uniform()), c.uniforms);
+  }
+});
+
+test("the sampler picks what the Python sampler picks", () => {
+  for (const c of golden("sampler.json")) {
+    const o = c.options;
+    const picker = new Picker({ temperature: o.temperature, topK: o.top_k, topP: o.top_p,
+      repetitionPenalty: o.repetition_penalty, greedy: o.greedy }, c.seed);
+    const logits = Float32Array.from(c.logits);
+    assert.deepEqual(c.picks.map(() => picker.choose(logits, c.recent)), c.picks, JSON.stringify(o));
+  }
+});
+
+for (const [name, backend] of Object.entries(ort)) {
+  test(`onnxruntime-${name} steps agree with torch's recorded outputs`, async () => {
+    const rec = golden("steps.json");
+    const model = await Model.load(MODELS.tiny, { ort: backend, prefill: null });
+    const batch = rec.tokens[0].length;
+    let state = model.newState(batch);
+    state.h.set(rec.h0.flat(2));
+    state.c.set(rec.c0.flat(2));
+    let worst = 0;
+    for (const [step, tokens] of rec.tokens.entries()) {
+      const out = await model.step(tokens, state);
+      state = out.state;
+      for (const [ours, theirs] of [[out.logits, rec.logits[step].flat()], [state.h, rec.h[step].flat(2)],
+        [state.c, rec.c[step].flat(2)]]) {
+        theirs.forEach((b, i) => {
+          const excess = Math.abs(ours[i] - b) - (ATOL + RTOL * Math.abs(b));
+          worst = Math.max(worst, excess);
+        });
+      }
+    }
+    assert.ok(worst <= 0, `exceeds the parity tolerance by ${worst}`);
+  });
+
+  test(`onnxruntime-${name} prints the Python runtime's texts, same seeds`, async () => {
+    const models = { tiny: await Model.load(MODELS.tiny, { ort: backend }), moliere: await Model.load(MODELS.moliere, { ort: backend }) };
+    assert.ok(models.tiny.hasPrefill, "tiny.prefill.onnx lies beside tiny.onnx: prompts go through it");
+    for (const c of golden("texts.json")) {
+      const texts = await generateBatch(models[c.model], c.prompt, caseOptions(c));
+      assert.deepEqual(texts, c.texts, `${c.model} ${JSON.stringify(c.prompt)} seed ${c.seed}`);
+    }
+  });
+}

@@ -1,0 +1,112 @@
+// What the JavaScript tests share: where things are, the golden files, both onnxruntime backends,
+// and ONNX files with their metadata changed.
+
+import fs from "node:fs";
+import { fileURLToPath } from "node:url";
+
+import { fields } from "../src/protobuf.mjs";
+
+export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+export const GOLDEN = `${ROOT}tests/golden/`;
+export const MODELS = { tiny: `${GOLDEN}tiny.onnx`, moliere: `${ROOT}models/moliere.onnx` };
+
+export function golden(name) {
+  return JSON.parse(fs.readFileSync(`${GOLDEN}${name}`, "utf8"));
+}
+
+/** onnxruntime-node, and onnxruntime-web on its wasm backend (what a browser runs), in Node. */
+export async function backends() {
+  const web = await import("onnxruntime-web");
+  web.env.wasm.numThreads = 1;
+  return { node: await import("onnxruntime-node"), web };
+}
+
+/** The generation options of a texts.json case, in the JavaScript API's names. */
+export function caseOptions(c) {
+  const o = c.options;
+  return { n: c.length, numSamples: c.samples, seed: c.seed, stop: c.stop, temperature: o.temperature,
+    topK: o.top_k, topP: o.top_p, repetitionPenalty: o.repetition_penalty, greedy: o.greedy };
+}
+
+function varintBytes(n) {
+  const out = [];
+  do {
+    out.push((n & 0x7f) | (n >= 0x80 ? 0x80 : 0));
+    n = Math.floor(n / 128);
+  } while (n > 0);
+  return out;
+}
+
+function lengthDelimited(field, payload) {
+  return [...varintBytes(field * 8 + 2), ...varintBytes(payload.length), ...payload];
+}
+
+/** An ONNX file's bytes with its metadata_props replaced by `props` (key → value; null: removed). */
+export function withMetadata(bytes, changes) {
+  const kept = [];
+  const props = {};
+  for (const f of fields(bytes)) {
+    if (f.field === 14) {
+      const entry = {};
+      for (const e of fields(bytes, f.start, f.end)) entry[e.field] = new TextDecoder().decode(bytes.subarray(e.start, e.end));
+      props[entry[1]] = entry[2];
+    } else kept.push(bytes.subarray(f.begin, f.stop));
+  }
+  Object.assign(props, changes);
+  const encoder = new TextEncoder();
+  const extra = Object.entries(props).filter(([, v]) => v !== null).map(([k, v]) => Uint8Array.from(lengthDelimited(14,
+    [...lengthDelimited(1, [...encoder.encode(k)]), ...lengthDelimited(2, [...encoder.encode(v)])])));
+  const parts = [...kept, ...extra];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
+}
+
+const TYPES = { ".html": "text/html; charset=utf-8", ".mjs": "text/javascript", ".js": "text/javascript",
+  ".wasm": "application/wasm", ".onnx": "application/octet-stream", ".json": "application/json" };
+
+/** A static file server over the repository, on 127.0.0.1 (what `python3 -m http.server` does). */
+export async function serveRepository() {
+  const http = await import("node:http");
+  const path = await import("node:path");
+  const server = http.createServer((request, response) => {
+    const file = path.join(ROOT, decodeURIComponent(new URL(request.url, "http://x").pathname));
+    const target = file.endsWith("/") ? `${file}index.html` : file;
+    if (!target.startsWith(ROOT) || !fs.existsSync(target) || fs.statSync(target).isDirectory()) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "content-type": TYPES[path.extname(target)] ?? "application/octet-stream" });
+    fs.createReadStream(target).pipe(response);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, url: `http://127.0.0.1:${server.address().port}/` };
+}
+
+/** Headless Chromium (Debian's package; puppeteer-core drives it), as root needs it: no sandbox. */
+export async function chromium() {
+  const puppeteer = (await import("puppeteer-core")).default;
+  const executablePath = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(fs.existsSync);
+  if (!executablePath) throw new Error("no Chromium: apt-get install -y chromium (or set CHROMIUM=/path/to/it)");
+  return puppeteer.launch({
+    executablePath, headless: true, userDataDir: fs.mkdtempSync("/tmp/charlstm-chromium-"),
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+}
+
+/** Open the demo page with these query parameters and wait until its state is one of `states`. */
+export async function openDemo(browser, base, query, states = ["done"], timeout = 180_000) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${base}runtime/js/demo/?${new URLSearchParams(query)}`);
+  await page.waitForFunction((s) => s.includes(document.body.dataset.state) || document.body.dataset.state === "failed",
+    { timeout, polling: 100 }, states);
+  if (errors.length) throw new Error(`the page failed: ${errors.join("; ")}`);
+  return page;
+}
