@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -181,6 +182,11 @@ def test_base_install_has_no_torch_and_samples(tiny_onnx, tmp_path):
     assert pip.returncode == 0, pip.stderr[-2000:]
     no_torch = subprocess.run([venv / "bin" / "python", "-c", "import torch"], capture_output=True)
     assert no_torch.returncode != 0
+    where = subprocess.run([venv / "bin" / "python", "-c", "import charlstm.runtime as r; print(r.__file__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    installed = Path(where).parents[1]  # site-packages/charlstm
+    assert not [p for p in installed.rglob("*") if p.suffix in (".mjs", ".js", ".ts") or p.name == "node_modules"], \
+        "the wheel carries no JavaScript"
     proc = subprocess.run([venv / "bin" / "charlstm-sample", tiny_onnx, "--prime", "abc", "-n", "30", "--seed", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -10,6 +10,7 @@ import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
 import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
 import { score, stream, streamBatch } from "../src/generate.mjs";
+import { pyFixed, pyPath } from "../src/pyformat.mjs";
 
 const PROG = "charlstm-sample";
 const DEFAULT_MODEL = fileURLToPath(new URL("../../../models/moliere.onnx", import.meta.url));
@@ -109,33 +110,6 @@ function rangeChecks(g) {
   if (g.unknown !== undefined && !["error", "skip"].includes(g.unknown)) {
     throw new BadInput(`Invalid value for '--unknown': '${g.unknown}' is not one of 'error', 'skip'. (see ${PROG} --help)`);
   }
-}
-
-/** Python's format(x, ".{digits}f"): the decimal nearest the double, exact ties to even. */
-export function pyFixed(x, digits) {
-  const out = x.toFixed(digits);
-  if (!Number.isFinite(x) || x === 0) return Number.isNaN(x) ? "nan" : Number.isFinite(x) ? out : (x > 0 ? "inf" : "-inf");
-  const view = new DataView(new ArrayBuffer(8));
-  view.setFloat64(0, Math.abs(x));
-  const bits = view.getBigUint64(0);
-  const exponent = Number((bits >> 52n) & 0x7ffn);
-  const mantissa = (bits & ((1n << 52n) - 1n)) | (exponent ? 1n << 52n : 0n);
-  const shift = BigInt(1075 - Math.max(exponent, 1)); // |x| = mantissa / 2^shift
-  if (shift <= 0n) return out;
-  const scaled = mantissa * 10n ** BigInt(digits);
-  const half = 1n << (shift - 1n);
-  if (scaled % (1n << shift) !== half) return out; // not a tie: toFixed is right
-  const floor = scaled >> shift; // a tie: toFixed took floor + 1; Python takes the even one
-  if (floor % 2n !== 0n) return out;
-  const s = floor.toString().padStart(digits + 1, "0");
-  const body = digits ? `${s.slice(0, -digits)}.${s.slice(-digits)}` : s;
-  return (x < 0 ? "-" : "") + body;
-}
-
-/** How Python's pathlib prints a path it was given: no "." parts, no doubled or trailing slashes. */
-function pyPath(p) {
-  const parts = p.split("/").filter((part, i) => part !== "" && part !== ".");
-  return (p.startsWith("/") ? "/" : "") + parts.join("/") || ".";
 }
 
 function readStdin() {

@@ -9,7 +9,7 @@ ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const page = { loadMs: null, text: "", firstCharMs: null, firstCharSincePageMs: null, charsPerSecond: null, seed: null };
+const page = { threads: ort.env.wasm.numThreads, loadMs: null, text: "", firstCharMs: null, firstCharSincePageMs: null, charsPerSecond: null, seed: null };
 window.charlstm = page;
 let stopping = false;
 

@@ -9,6 +9,16 @@ const INPUTS = ["tokens", "h_in", "c_in"];
 const OUTPUTS = ["logits", "h_out", "c_out"];
 const isNode = typeof process !== "undefined" && Boolean(process.versions?.node);
 
+// As the Python runtime (runtime/model.py): idle workers spin 200 us, long enough to span the
+// gap between two steps, short enough to leave the cores soon after the last one.
+const SPIN_DURATION_US = "200";
+
+/** Intra-op threads in Node: all cores of a small device, at most 4 (runtime/model.py's rule). */
+async function defaultThreads() {
+  const os = await import("node:os");
+  return Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+}
+
 /** The runtime the app chose, or the one that is installed: onnxruntime-node, else onnxruntime-web. */
 async function defaultOrt() {
   if (globalThis.ort?.InferenceSession) return globalThis.ort;
@@ -156,7 +166,9 @@ export class Model {
       throw new BadInput(`threads must be an integer >= 1, not ${threads}`);
     }
     const options = { executionMode: "sequential", interOpNumThreads: 1, logSeverityLevel: 4, ...sessionOptions };
+    threads = threads ?? (isNode ? await defaultThreads() : undefined);
     if (threads !== undefined) options.intraOpNumThreads = threads;
+    options.extra = { session: { intra_op: { spin_duration_us: SPIN_DURATION_US } }, ...options.extra };
     const bytes = await readBytes(source, "model");
     const header = checkedHeader(bytes, name, "step");
     const session = await open(ort, bytes, name, options);

@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url";
 
 import { fields } from "../src/protobuf.mjs";
 
+export { serveRepository } from "../demo/serve.mjs";
+
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 export const GOLDEN = `${ROOT}tests/golden/`;
 export const MODELS = { tiny: `${GOLDEN}tiny.onnx`, moliere: `${ROOT}models/moliere.onnx` };
@@ -64,27 +66,6 @@ export function withMetadata(bytes, changes) {
     pos += p.length;
   }
   return out;
-}
-
-const TYPES = { ".html": "text/html; charset=utf-8", ".mjs": "text/javascript", ".js": "text/javascript",
-  ".wasm": "application/wasm", ".onnx": "application/octet-stream", ".json": "application/json" };
-
-/** A static file server over the repository, on 127.0.0.1 (what `python3 -m http.server` does). */
-export async function serveRepository() {
-  const http = await import("node:http");
-  const path = await import("node:path");
-  const server = http.createServer((request, response) => {
-    const file = path.join(ROOT, decodeURIComponent(new URL(request.url, "http://x").pathname));
-    const target = file.endsWith("/") ? `${file}index.html` : file;
-    if (!target.startsWith(ROOT) || !fs.existsSync(target) || fs.statSync(target).isDirectory()) {
-      response.writeHead(404).end();
-      return;
-    }
-    response.writeHead(200, { "content-type": TYPES[path.extname(target)] ?? "application/octet-stream" });
-    fs.createReadStream(target).pipe(response);
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { server, url: `http://127.0.0.1:${server.address().port}/` };
 }
 
 /** Headless Chromium (Debian's package; puppeteer-core drives it), as root needs it: no sandbox. */

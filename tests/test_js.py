@@ -1,0 +1,79 @@
+"""The JavaScript runtime beside the Python one: both CLIs print the same bytes, for the shipped and a fresh model.
+
+Needs Node and runtime/js's dependencies (`npm ci` in runtime/js: the README's test command runs it).
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+from charlstm.export import export
+from conftest import ROOT, run_cli, train_tiny
+
+pytestmark = pytest.mark.slow
+JS = ROOT / "runtime" / "js"
+OPTION_SETS = [
+    ["--prime", "ALCESTE.", "-n", 300, "--seed", 1],
+    ["--prime", "Je vous", "-n", 200, "--greedy"],
+    ["--prime", "", "-n", 300, "--seed", 7, "--top-k", 20],
+    ["-n", 300, "--seed", 8, "--top-p", 0.85, "--temperature", 1.1],
+    ["--prime", "MONSIEUR", "-n", 300, "--seed", 9, "--repetition-penalty", 1.3],
+    ["--prime", "ACTE", "-n", 600, "--seed", 10, "--stop", "\n\n", "--stop", "--"],
+    ["--prime", "Ah!", "-n", 200, "--seed", 11, "--num-samples", 3, "--stop", "."],
+    ["--prime", "D", "-n", 300, "--seed", 12, "--temperature", 1.2, "--top-k", 40, "--top-p", 0.95,
+     "--repetition-penalty", 1.1, "--no-echo"],
+    ["--prime", "Monsieur, je vous", "-n", 300, "--seed", 2**64 - 1, "--temperature", 0.6],
+]
+
+
+@pytest.fixture(scope="module")
+def node():
+    binary = shutil.which("node")
+    if binary is None:
+        pytest.skip("node is not installed")
+    if not (JS / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.fail("runtime/js has no node_modules: run `npm ci` there (the README's test command does)")
+    return binary
+
+
+def node_cli(node, *args, input=None):
+    return subprocess.run([node, str(JS / "bin" / "charlstm-sample.mjs"), *map(str, args)], capture_output=True,
+                          text=True, input=input, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def fresh_model(moliere_slice, tmp_path_factory):
+    """Trained and exported now, with its prefill graph beside it."""
+    folder = tmp_path_factory.mktemp("fresh")
+    result = train_tiny(moliere_slice, folder / "fresh.pt", {"num_layers": 2, "hidden_size": 64, "embed_dim": 16},
+                        {"max_steps": 200, "batch_size": 32, "seq_len": 64, "lr": 5e-3, "eval_every": 100})
+    return export(result.best, folder / "fresh.onnx").path
+
+
+@pytest.mark.parametrize("args", OPTION_SETS, ids=lambda a: " ".join(map(str, a))[:40])
+@pytest.mark.parametrize("which", ["shipped", "fresh"])
+def test_node_prints_the_python_bytes(node, fresh_model, which, args):
+    model = ROOT / "models" / "moliere.onnx" if which == "shipped" else fresh_model
+    python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
+    assert python.returncode == js.returncode == 0, (python.stderr, js.stderr)
+    assert js.stdout == python.stdout
+    assert js.stderr == python.stderr == ""
+
+
+def test_scores_and_prompts_from_stdin_print_the_same(node, fresh_model, moliere_slice, tmp_path):
+    text = tmp_path / "act.txt"
+    text.write_text(moliere_slice.read_text()[-5000:])
+    for args, given in ((["--score", text], None), (["--prime", "-", "-n", 100, "--seed", 3], "ORGON.\nEt vous")):
+        python, js = run_cli("charlstm-sample", fresh_model, *args, input=given), node_cli(node, fresh_model, *args,
+                                                                                         input=given)
+        assert python.returncode == js.returncode == 0 and js.stdout == python.stdout, (python.stderr, js.stderr)
+
+
+@pytest.mark.parametrize("args", [["--top-k", 0], ["--prime", "abc€"], ["-n", -1], ["--score", "missing.txt"],
+                                  ["--score", "x", "--seed", 1], ["--temperature", "nan"]])
+def test_bad_input_is_one_line_and_exit_2_in_both(node, args):
+    model = ROOT / "models" / "moliere.onnx"
+    for proc in (run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)):
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
