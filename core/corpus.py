@@ -32,7 +32,12 @@ def read_corpus(path: str | Path, normalize_newlines: bool = True) -> str:
             " convert it first, e.g. iconv -f latin1 -t utf-8"
         ) from None
     text = text.removeprefix(BOM)
-    return text.replace("\r\n", "\n").replace("\r", "\n") if normalize_newlines else text
+    return normalize_line_ends(text) if normalize_newlines else text
+
+
+def normalize_line_ends(text: str) -> str:
+    """CRLF and CR line ends as "\n", as Python's text mode reads them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def split_point(n: int, val_fraction: float = VAL_FRACTION) -> int:

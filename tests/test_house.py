@@ -110,10 +110,11 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
 
 @pytest.mark.parametrize("n, lanes, lane_len", [(100_000, 64, 1562), (1_000, 3, 333), (100, 1, 100)])
 def test_val_lanes_are_contiguous_slices(n, lanes, lane_len):
-    from charlstm.train.data import val_lanes
+    from charlstm.train.data import ValLanes
 
     ids = torch.arange(n)
-    got = val_lanes(ids)  # (lane_len, lanes)
-    assert got.shape == (lane_len, lanes)
+    val = ValLanes(ids.numpy())
+    got = val.steps(0, val.shape[0])  # (lane_len, lanes)
+    assert val.shape == got.shape == (lane_len, lanes)
     for b in range(lanes):
         assert torch.equal(got[:, b], ids[b * lane_len:(b + 1) * lane_len])

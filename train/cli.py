@@ -1,5 +1,6 @@
 """`charlstm-train`: a thin click layer over charlstm.train.Trainer."""
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -52,23 +53,39 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its OUTPUT.last.pt.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the corpus's prepared token ids are cached. [default: beside the corpus]")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
-def command(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, **chosen):
-    """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint."""
+def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_dir: Path | None, progress: bool,
+            **chosen):
+    """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint.
+
+    Under torchrun (torchrun --nproc_per_node=N -m charlstm.train ...) each process trains a
+    share of the lanes; rank 0 writes the files and prints."""
     clikit.require_extra(PROG, "torch", "tqdm")
+    from charlstm.train.distributed import from_environment, quiet_unless_main
+
+    quiet_unless_main()
+    if cache_dir is not None and not cache_dir.is_dir():
+        raise BadInput(f"--cache-dir {cache_dir} is not a folder")
     if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
         raise BadInput("-o would overwrite the corpus; choose another output path")
-    with claim(train_outputs(output)):  # before any work; the run claims them again, as the API does
-        _train(corpus, output, device, resume, progress, chosen)
+    ranks, torch_device = from_environment(device)
+    try:  # before any work; the run claims them again, as the API does
+        with claim(train_outputs(output)) if ranks.main else contextlib.nullcontext():
+            _train(corpus, output, str(torch_device), ranks, resume, cache_dir, progress, chosen)
+    finally:
+        ranks.close()
 
 
-def _train(corpus: Path, output: Path, device: str, resume: Path | None, progress: bool, chosen: dict) -> None:
+def _train(corpus: Path, output: Path, device: str, ranks, resume: Path | None, cache_dir: Path | None,
+           progress: bool, chosen: dict) -> None:
     from charlstm.train.trainer import Diverged, Interrupted, Trainer
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     picked = {k: v for k, v in chosen.items() if v is not None}
     trainer = Trainer(corpus, {k: v for k, v in picked.items() if k in model_fields},
-                      {k: v for k, v in picked.items() if k not in model_fields}, device, resume)
+                      {k: v for k, v in picked.items() if k not in model_fields}, device, resume, cache_dir, ranks)
     _describe(trainer)
     try:
         result = trainer.run(output, progress)

@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from charlstm.train.data import ValLanes
 from charlstm.train.model import State
 
 
@@ -35,14 +36,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, lanes: torch.Tensor, chunk: int = 512) -> tuple[float, int]:
+def evaluate(model: torch.nn.Module, lanes: ValLanes, device: torch.device, chunk: int = 512) -> tuple[float, int]:
     """The summed cross-entropy (nats) and the number of characters predicted over validation
-    lanes (N, B), each read in order with carried state (sums, so that shards can be added)."""
+    lanes, each read in order with carried state (sums, so that shards can be added)."""
     model.eval()
     total, count, state = 0.0, 0, None
-    for start in range(0, len(lanes) - 1, chunk):
-        x, y = lanes[start : start + chunk], lanes[start + 1 : start + chunk + 1]  # (T, B)
-        x = x[: len(y)]
+    steps, batch = lanes.shape
+    for start in range(0, steps - 1 if batch else 0, chunk):
+        block = lanes.steps(start, start + chunk + 1).to(device)  # (T + 1, B)
+        x, y = block[:-1], block[1:]
         logits, state = model(x, state)
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()

@@ -1,5 +1,6 @@
 """One training run around the loop: setup and resume, validation and checkpoints, Ctrl-C, progress, history."""
 
+import contextlib
 import math
 import platform
 import signal
@@ -16,7 +17,8 @@ from charlstm.core.files import claim
 from charlstm.train import checkpoint, loop
 from charlstm.train.checkpoint import Checkpoint, Record, Resume
 from charlstm.train.config import ModelConfig, TrainOptions
-from charlstm.train.data import Corpus, Lanes, val_lanes
+from charlstm.train.data import Corpus, Lanes, ValLanes
+from charlstm.train.distributed import Ranks, from_environment, pick_device
 from charlstm.train.model import CharLSTM
 
 
@@ -44,16 +46,6 @@ class TrainResult:
     resumed_finished: bool = False  # --resume of a run that had already reached its last step
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: torch sees no CUDA GPU here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise BadInput(f"--device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
-
-
 def _merge(kind: str, chosen: dict, stored: dict) -> dict:
     """Options chosen on a resumed run must agree with those it was started with."""
     for key, value in chosen.items():
@@ -64,33 +56,57 @@ def _merge(kind: str, chosen: dict, stored: dict) -> dict:
 
 
 class Trainer:
-    """One training run: the model, its optimizer, the data position and the carried state."""
+    """One training run: the model, its optimizer, the data position and the carried state.
 
-    def __init__(self, corpus_path, model_args=None, train_args=None, device="auto", resume=None):
+    Under torchrun each process is one rank (train/distributed.py): it owns a contiguous share
+    of the --batch-size lanes and trains them under DistributedDataParallel; rank 0 prepares the
+    corpus cache first, writes every file and speaks. `cache_dir`: where the corpus's prepared
+    ids are cached (default: beside the corpus)."""
+
+    def __init__(self, corpus_path, model_args=None, train_args=None, device="auto", resume=None,
+                 cache_dir=None, ranks: Ranks | None = None):
+        self.ranks, self.device = from_environment(device) if ranks is None else (ranks, pick_device(device, ranks))
         model_args, train_args = dict(model_args or {}), dict(train_args or {})
         ckpt = self._resumable(resume) if resume else None
         if ckpt:
             train_args = _merge("training option", train_args, ckpt.train.options)
         self.options = TrainOptions(**train_args)
-        self.corpus = Corpus.load(corpus_path, self.options.val_fraction, self.options.normalize_newlines)
+        o = self.options
+        self.corpus = self._main_first(lambda: Corpus.load(corpus_path, o.val_fraction, o.normalize_newlines, cache_dir))
         if ckpt:
             self._check_same_corpus(ckpt)
             model_args = _merge("model option", model_args, ckpt.config.to_dict())
         self.config = ModelConfig(**{**model_args, "vocab_size": len(self.corpus.vocab)})
-        self.device = pick_device(device)
-        o = self.options
-        self.lanes = Lanes(self.corpus.train_ids, o.batch_size, o.seq_len, o.seed)
+        self.lanes = Lanes(self.corpus.train_ids, o.batch_size, o.seq_len, o.seed, self.ranks.lanes(o.batch_size))
         self.total_steps = o.epochs * self.lanes.chunks_per_epoch
         if o.max_steps is not None:
             self.total_steps = min(self.total_steps, o.max_steps)
 
         torch.manual_seed(o.seed)
         self.model = CharLSTM(self.config).to(self.device)
+        self.net = self.model if self.ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.ranks.world > 1:  # each rank its own dropout masks
+            torch.manual_seed(o.seed * 1_000_003 + self.ranks.rank)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.step_no, self.best_val, self.history, self.seconds = 0, math.inf, [], 0.0
-        self.state, self._epoch_lanes, self._losses = None, None, []
+        self.state, self._offset, self._losses = None, None, []
         if ckpt:
             self._restore(ckpt)
+
+    def _main_first(self, work):
+        """work() on rank 0, then on the other ranks once it has succeeded (they reuse what it
+        prepared); its BadInput fails every rank, so that none waits for it."""
+        result, error = None, None
+        if self.ranks.main:
+            try:
+                result = work()
+            except BadInput as e:
+                error = str(e)
+        error = self.ranks.gather_objects(error)[0]
+        if error:
+            raise BadInput(error)
+        return result if self.ranks.main else work()
 
     # -- resume ------------------------------------------------------------------
     @staticmethod
@@ -114,10 +130,12 @@ class Trainer:
         self.step_no, self.best_val, self.history = r.step, r.best_val, list(r.history)
         self._losses = list(r.losses)
         self.seconds = ckpt.train.seconds
-        self.state = (r.h.to(self.device), r.c.to(self.device)) if r.h is not None else None
+        mine = self.lanes.lanes  # this rank's share of the carried state of every lane
+        self.state = (r.h[:, mine].to(self.device), r.c[:, mine].to(self.device)) if r.h is not None else None
         if r.threads and r.threads != torch.get_num_threads():
             torch.set_num_threads(r.threads)  # the same bits need the same summation order
-        torch.set_rng_state(r.rng["torch"])
+        states = r.rng.get("ranks") or [r.rng["torch"]]
+        torch.set_rng_state(states[self.ranks.rank] if len(states) == self.ranks.world else states[0])
         if self.device.type == "cuda" and r.rng.get("cuda") is not None:
             torch.cuda.set_rng_state(r.rng["cuda"])
 
@@ -125,25 +143,29 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step on the next chunk of every lane; returns the loss (nats/char)."""
         epoch, i = divmod(self.step_no, self.lanes.chunks_per_epoch)
-        if i == 0 or self._epoch_lanes is None:
-            self._epoch_lanes = self.lanes.epoch(epoch).to(self.device)  # (N, B)
+        if i == 0 or self._offset is None:
+            self._offset = self.lanes.epoch(epoch)
         if i == 0:
             self.state = None  # each epoch starts from zero state
-        x, y = self.lanes.chunk(self._epoch_lanes, i)  # (T, B)
+        x, y = (t.to(self.device) for t in self.lanes.chunk(self._offset, i))  # (T, B)
         o = self.options
-        loss, self.state = loop.train_step(self.model, self.optimizer, x, y, self.state,
+        loss, self.state = loop.train_step(self.net, self.optimizer, x, y, self.state,
                                            lr=loop.lr_at(self.step_no, self.total_steps, o.lr),
                                            clip=o.clip, precision=o.precision)
         self.step_no += 1
         return loss
 
     def evaluate(self) -> float:
-        """Validation loss, nats/char, over the held-out tail in lanes with carried state."""
-        total, count = loop.evaluate(self.model, val_lanes(self.corpus.val_ids).to(self.device))
+        """Validation loss, nats/char, over the held-out tail in lanes with carried state (split
+        over the ranks, summed)."""
+        total, count = loop.evaluate(self.model, ValLanes(self.corpus.val_ids, lanes=self.ranks.share), self.device)
+        total, count = self.ranks.sum(total, count)
         return total / count
 
     # -- checkpoints ---------------------------------------------------------------
     def checkpoint(self, resumable: bool, val_loss: float) -> Checkpoint:
+        """The run as a checkpoint; the resumable one gathers every rank's carried state and
+        random state, so every rank calls it."""
         c = self.corpus
         record = Record(
             corpus_sha256=c.sha256,
@@ -163,10 +185,12 @@ class Trainer:
         ckpt = Checkpoint(self.config, list(c.vocab), self.model.state_dict(), record)
         if resumable:
             cuda = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-            h, c_ = self.state if self.state is not None else (None, None)
-            ckpt.resume = Resume(self.optimizer.state_dict(), {"torch": torch.get_rng_state(), "cuda": cuda},
-                                 self.step_no, self.best_val, list(self.history), list(self._losses), h, c_,
-                                 torch.get_num_threads())
+            h, c_ = (self.ranks.gather_lanes(x) for x in (self.state or (None, None)))
+            rng = {"torch": torch.get_rng_state(), "cuda": cuda}
+            if self.ranks.world > 1:
+                rng["ranks"] = self.ranks.gather_objects(rng["torch"])
+            ckpt.resume = Resume(self.optimizer.state_dict(), rng, self.step_no, self.best_val, list(self.history),
+                                 list(self._losses), h, c_, torch.get_num_threads())
         return ckpt
 
     # -- the run -----------------------------------------------------------------
@@ -181,29 +205,33 @@ class Trainer:
     def run(self, out, progress: bool = True, log=None, curve: bool = True) -> TrainResult:
         """Train to the end, validating (validates_at), saving the best checkpoint to `out`,
         the resumable one beside it and, with `curve`, the loss curve; Ctrl-C raises
-        Interrupted. The run claims its files: another run writing one of them is refused."""
+        Interrupted, as does SIGTERM (what torchrun sends its workers). The run claims its files:
+        another run writing one of them is refused. Under torchrun every rank calls run()."""
         out = Path(out)
-        with claim(train_outputs(out)):
-            return self._run(out, progress, log or (lambda msg: print(msg, file=sys.stderr)), curve)
+        log = log if self.ranks.main else (lambda msg: None)
+        with claim(train_outputs(out)) if self.ranks.main else contextlib.nullcontext():
+            return self._run(out, progress and self.ranks.main, log or (lambda msg: print(msg, file=sys.stderr)),
+                             curve and self.ranks.main)
 
     def _run(self, out: Path, progress: bool, log, curve: bool) -> TrainResult:
         latest, finished_before = latest_path(out), self.step_no >= self.total_steps
         self._wrote_best, self._curve, self._plotted = False, None, (len(self.history), time.monotonic())
         bar = _bar(self, progress)
-        stop = _SigintFlag()
+        stop = _StopFlag(escalate=self.ranks.world == 1)
         try:
             with stop:
                 while self.step_no < self.total_steps:
                     t0 = time.perf_counter()
-                    self._losses.append(self.train_step())
+                    (loss,) = self.ranks.sum(self.train_step())  # every rank's mean: the mean of all lanes
+                    self._losses.append(loss / self.ranks.world)
                     self.seconds += time.perf_counter() - t0
                     self._check_finite("training", self._losses[-1], out)
                     _advance(bar, self, self._losses[-1])
                     if self.validates_at(self.step_no):
                         self._validate_and_save(out, latest, bar, log)
                         self._plot(out, curve, force=False)
-                    if stop.raised:
-                        checkpoint.save(latest, self.checkpoint(True, self.best_val))
+                    if self.ranks.sum(float(stop.raised))[0]:  # one rank's signal stops them all here
+                        self._save(latest, self.checkpoint(True, self.best_val))
                         raise Interrupted(latest)
         except (Interrupted, Diverged):
             self._plot(out, curve, force=True)
@@ -212,7 +240,7 @@ class Trainer:
             if bar:
                 bar.close()
         self._plot(out, curve, force=True)
-        best = out if self._wrote_best or self._holds_best(out) else None
+        best = out if self._wrote_best or (self.ranks.main and self._holds_best(out)) else None
         return TrainResult(best, latest, self.step_no, self.best_val, self.seconds, self.history, self._curve,
                            finished_before)
 
@@ -255,12 +283,18 @@ class Trainer:
         improved = val < self.best_val
         if improved:
             self.best_val = val
-            checkpoint.save(out, self.checkpoint(False, val))
+            if self.ranks.main:
+                checkpoint.save(out, self.checkpoint(False, val))
             self._wrote_best = True
-        checkpoint.save(latest, self.checkpoint(True, val))
+        self._save(latest, self.checkpoint(True, val))
         msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
                + ("  (best, saved)" if improved else ""))
         (bar.write(msg, file=sys.stderr) if bar else log(msg))
+
+    def _save(self, path: Path, ckpt: Checkpoint) -> None:
+        """Rank 0 writes; the others have given their part to `ckpt` and go on."""
+        if self.ranks.main:
+            checkpoint.save(path, ckpt)
 
 
 def _version() -> str:
@@ -289,24 +323,28 @@ def _advance(bar, trainer: Trainer, loss: float) -> None:
         bar.update(trainer.options.batch_size * trainer.options.seq_len)
 
 
-class _SigintFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+class _StopFlag:
+    """First Ctrl-C (or SIGTERM, which torchrun and schedulers send) asks the loop to stop after
+    the current step; a second one stops at once — except under torchrun, whose agent forwards
+    the terminal's Ctrl-C to workers that got it already, and kills them itself if they linger."""
 
-    def __init__(self):
-        self.raised, self._old = False, None
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, escalate: bool = True):
+        self.raised, self.escalate, self._old = False, escalate, {}
 
     def _handle(self, signum, frame):
-        if self.raised:
+        if self.raised and self.escalate:
             raise KeyboardInterrupt
         self.raised = True
 
     def __enter__(self):
         try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._old = None
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self._old = {}
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
