@@ -90,8 +90,10 @@ def _train(corpus: Path, output: Path, device: str, ranks, resume: Path | None, 
     try:
         result = trainer.run(output, progress)
     except Interrupted as e:
-        clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {PROG} {corpus}"
-                          f" -o {output} --resume {e.args[0]}", EXIT_INTERRUPTED)
+        again = (f"{PROG} {corpus} -o {output} --resume {e.args[0]}" if ranks.world == 1 else
+                 f"the same torchrun command with --resume {e.args[0]} (any number of processes that divides"
+                 f" --batch-size)")
+        clikit.fail(PROG, f"interrupted at step {trainer.step_no}; continue with: {again}", EXIT_INTERRUPTED)
     except Diverged as e:
         clikit.fail(PROG, str(e), EXIT_FAILED)
     click.echo(_summary(result, trainer.options, output))

@@ -50,8 +50,10 @@ def cache_path(corpus: Path, normalize_newlines: bool, cache_dir: Path | None, s
     return corpus.with_name(f"{corpus.name}.{mode}.charlstm-ids")
 
 
-def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str | Path | None = None) -> Prepared:
-    """The corpus's ids from its cache, built first when missing, stale or damaged."""
+def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str | Path | None = None,
+            chunk: int = CHUNK) -> Prepared:
+    """The corpus's ids from its cache, built first when missing, stale or damaged (reading
+    `chunk` bytes at a time)."""
     corpus = Path(corpus)
     _check_file(corpus)
     sha256, size = _hash(corpus)
@@ -63,8 +65,8 @@ def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str 
     found, why = _open(path, key)
     if found is not None:
         return Prepared(*found, sha256, path, None)
-    vocab, count = _vocabulary(corpus, normalize_newlines)
-    _write(corpus, path, key, vocab, count, normalize_newlines)
+    vocab, count = _vocabulary(corpus, normalize_newlines, chunk)
+    _write(corpus, path, key, vocab, count, normalize_newlines, chunk)
     found, problem = _open(path, key)
     if found is None:
         raise BadInput(f"the corpus cache {path} could not be read back ({problem})")
@@ -115,7 +117,7 @@ def text_chunks(corpus: Path, normalize_newlines: bool, chunk: int = CHUNK):
                 raise BadInput(f"corpus {corpus} is not UTF-8 (byte {byte:#04x} at offset {where});"
                                " convert it first, e.g. iconv -f latin1 -t utf-8") from None
             offset += len(raw)
-            if first:
+            if first and text:  # the first character decoded: a byte-order mark is not text
                 text, first = text.removeprefix(BOM), False
             held = ""
             if normalize_newlines and not last and text.endswith("\r"):
@@ -129,10 +131,10 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def _vocabulary(corpus: Path, normalize_newlines: bool) -> tuple[list[str], int]:
+def _vocabulary(corpus: Path, normalize_newlines: bool, chunk: int) -> tuple[list[str], int]:
     """The sorted distinct characters, and how many characters the text has."""
     present, count = np.zeros(CODE_POINTS, dtype=bool), 0
-    for text in text_chunks(corpus, normalize_newlines):
+    for text in text_chunks(corpus, normalize_newlines, chunk):
         present[_code_points(text)] = True
         count += len(text)
     return [chr(c) for c in np.flatnonzero(present)], count
@@ -142,7 +144,8 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def _write(corpus: Path, path: Path, key: dict, vocab: list[str], count: int, normalize_newlines: bool) -> None:
+def _write(corpus: Path, path: Path, key: dict, vocab: list[str], count: int, normalize_newlines: bool,
+           chunk: int) -> None:
     """The cache file, written atomically: magic, header, ids."""
     dtype = id_dtype(len(vocab))
     table = np.zeros(CODE_POINTS, dtype=dtype)
@@ -152,7 +155,7 @@ def _write(corpus: Path, path: Path, key: dict, vocab: list[str], count: int, no
     start = _data_offset(len(header))
     with atomic_write(path) as f:
         f.write(MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * (start - len(MAGIC) - 8 - len(header)))
-        for text in text_chunks(corpus, normalize_newlines):
+        for text in text_chunks(corpus, normalize_newlines, chunk):
             f.write(table[_code_points(text)].tobytes())
 
 
