@@ -110,6 +110,7 @@ def test_a_foreign_model_is_first_class(models, tmp_path):
     ("extra_layer.pt", ["unexpected tensors norm.weight, norm.bias"]),
     ("no_model.pt", ["no model weights", "state_dict"]),
 ])
+@pytest.mark.slow
 def test_what_the_contract_cannot_hold_is_refused_in_one_line(models, name, words):
     folder, corpus, _ = models
     proc = run_cli("charlstm-export", folder / name, "-o", folder / "x.onnx", "--vocab", folder / "chars.json")
@@ -117,6 +118,7 @@ def test_what_the_contract_cannot_hold_is_refused_in_one_line(models, name, word
     assert not (folder / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_vocabulary_refusals(models, tmp_path):
     folder, corpus, _ = models
     out = ["-o", tmp_path / "x.onnx"]

@@ -118,12 +118,14 @@ def _summary(result, options, output: Path) -> str:
 
 
 def _describe(trainer) -> None:
-    c, o = trainer.config, trainer.options
+    c, o, corpus, ranks = trainer.config, trainer.options, trainer.corpus, trainer.ranks
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    click.echo(f"{plural(len(trainer.corpus.vocab), 'character')} in the vocabulary, {len(trainer.corpus.train_ids):,}"
-               f" training / {len(trainer.corpus.val_ids):,} validation characters; model {c.num_layers}"
-               f" x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}; {trainer.total_steps}"
-               f" steps of {o.batch_size} x {o.seq_len} characters"
+    cache = "reused" if corpus.rebuilt is None else f"built ({corpus.rebuilt})"
+    where = f" x {ranks.world} processes" if ranks.world > 1 else ""
+    click.echo(f"{plural(len(corpus.vocab), 'character')} in the vocabulary, {len(corpus.train_ids):,}"
+               f" training / {len(corpus.val_ids):,} validation characters (ids {cache}: {corpus.cache});"
+               f" model {c.num_layers} x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}{where};"
+               f" {trainer.total_steps} steps of {o.batch_size} x {o.seq_len} characters"
                + (f", from step {trainer.step_no}" if trainer.step_no else ""), err=True)
 
 
