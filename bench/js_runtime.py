@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from charlstm.runtime import Model, generate
+from child import Child
 from shared_corpus import ROOT
 
 JS = ROOT / "runtime" / "js"
@@ -39,27 +40,11 @@ def int8_model() -> Path:
     return out
 
 
-class Turns:
-    """A Node process that takes one turn per line on stdin and answers one line."""
-
-    def __init__(self, script: str, chars: int):
-        self.process = subprocess.Popen([shutil.which("node"), str(JS / "bench" / script), str(chars)], cwd=JS,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def ask(self, line: str) -> str:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline()
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
-
-
 def rounds(models: dict, chars: int, count: int) -> dict[str, list]:
     """Each runtime in turn on each model, `count` times after one round of warm-up, each turn
     after 0.2 s of rest: seconds (Python, Node) or the page's figures (browser)."""
-    node, pages = Turns("turns.mjs", chars), Turns("browser.mjs", chars)
+    node, pages = (Child([shutil.which("node"), JS / "bench" / script, chars], cwd=JS)
+                   for script in ("turns.mjs", "browser.mjs"))
     python = {name: Model(path, prefill=None) for name, path in models.items()}
     turns = {}
     for name, path in models.items():

@@ -27,6 +27,7 @@ import numpy as np
 
 from charlstm.core.corpus import held_out, read_corpus
 from charlstm.runtime import Model, generate, score, stream_batch
+from child import Child
 from shared_corpus import MOLIERE, ROOT
 
 
@@ -181,23 +182,9 @@ def serve(turns: dict, figures=None) -> None:
         print(time.perf_counter() - t0, flush=True)
 
 
-class Child:
+def measuring(*args) -> Child:
     """This script run as a measuring process (serve), driven line by line."""
-
-    def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, __file__, *map(str, args)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the measuring process {args[0]} did not start")
-
-    def ask(self, line: str) -> str:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
+    return Child([sys.executable, __file__, *args], ready=True)
 
 
 def take_turns(children: dict, rounds: int) -> dict[str, list[float]]:
@@ -221,10 +208,10 @@ def bench_model(name: str, ckpt: Path, folder: Path, args) -> dict:
     weights = save_weights(ckpt, folder / f"{name}.weights.npz")
     # The runtime in a torch-free process, torch's step loop in another (with torch's thread pool in
     # the same process, the runtime ran 5% slower); the two take turns with the floor and int8.
-    rt = Child("--serve-runtime", fp32, int8, weights, "--corpus", args.corpus, "--chars", n, "--repeats", r,
+    rt = measuring("--serve-runtime", fp32, int8, weights, "--corpus", args.corpus, "--chars", n, "--repeats", r,
                "--val-chars", args.val_chars)
     chars = turn_chars(n)
-    tc = Child("--serve-torch", ckpt, "--chars", chars["torch"])
+    tc = measuring("--serve-torch", ckpt, "--chars", chars["torch"])
     times = take_turns({turn: tc if turn == "torch" else rt for turn in chars}, 3 * r)
     row.update({f"{k}_cps": chars[k] / statistics.median(t) for k, t in times.items()})
     per_char = {k: [x / chars[k] for x in t] for k, t in times.items()}
