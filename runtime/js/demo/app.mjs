@@ -1,5 +1,6 @@
 // The demo page: the shipped model in onnxruntime-web, streaming Molière with charlstm's JavaScript runtime.
-// Query parameters fill the form (prompt, temperature, seed, n, model) and ?autostart=1 starts at once.
+// Query parameters fill the form (prompt, temperature, seed, n), choose the model (model=URL) and
+// the other sampling options (topK, topP, penalty, stop: repeatable); ?autostart=1 starts at once.
 
 import * as ort from "../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
 import { Model, stream } from "../src/index.mjs";
@@ -25,6 +26,9 @@ const nextTask = () => new Promise((resolve) => {
 for (const [param, id] of [["prompt", "prompt"], ["temperature", "temperature"], ["seed", "seed"], ["n", "length"]]) {
   if (params.has(param)) $(id).value = params.get(param);
 }
+const number = (name) => (params.has(name) ? Number(params.get(name)) : undefined);
+const urlOptions = { topK: number("topK"), topP: number("topP"), repetitionPenalty: number("penalty"),
+  stop: params.getAll("stop") };
 
 const modelUrl = new URL(params.get("model") ?? "../../../models/moliere.onnx", location.href);
 const model = await Model.load(modelUrl.href, { ort, prefill: null });
@@ -51,7 +55,7 @@ async function run(event) {
   let yielded = started;
   try {
     const pieces = await stream(model, prompt, { n: Number($("length").value), seed,
-      temperature: Number($("temperature").value) });
+      temperature: Number($("temperature").value), ...urlOptions });
     for await (const piece of pieces) {
       if (page.firstCharMs === null) {
         page.firstCharMs = performance.now() - started;

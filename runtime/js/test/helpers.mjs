@@ -85,7 +85,7 @@ export async function openDemo(browser, base, query, states = ["done"], timeout 
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
-  await page.goto(`${base}runtime/js/demo/?${new URLSearchParams(query)}`);
+  await page.goto(`${base}runtime/js/demo/?${query instanceof URLSearchParams ? query : new URLSearchParams(query)}`);
   await page.waitForFunction((s) => s.includes(document.body.dataset.state) || document.body.dataset.state === "failed",
     { timeout, polling: 100 }, states);
   if (errors.length) throw new Error(`the page failed: ${errors.join("; ")}`);
