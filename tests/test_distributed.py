@@ -17,7 +17,7 @@ ARGS = ["--hidden-size", 32, "--num-layers", 2, "--embed-dim", 8, "--seq-len", 1
         "--eval-every", 10, "--no-progress"]
 
 
-def torchrun(*args, processes: int = 2, **popen) -> list[str]:
+def torchrun(*args, processes: int = 2) -> list[str]:
     return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={processes}", "-m", "charlstm.train",
             *map(str, args)]
 

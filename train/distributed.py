@@ -61,10 +61,6 @@ class Ranks:
         dist.all_gather_object(out, obj)
         return out
 
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
