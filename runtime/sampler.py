@@ -1,6 +1,5 @@
 """Choosing the next character from logits, exactly as docs/formats.md specifies: penalty, greedy, temperature, top-k, top-p, draw."""
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

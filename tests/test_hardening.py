@@ -13,18 +13,17 @@ import time
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
-from charlstm.core.artifacts import latest_path, prefill_path
+from charlstm.core.artifacts import latest_path
 from charlstm.core.corpus import read_corpus
 from charlstm.core.errors import BadInput
 from charlstm.core.files import atomic_write, check_writable_destination, claim
 from charlstm.export import export
-from charlstm.runtime import Model, State, generate, score
+from charlstm.runtime import Model, State, generate
 from charlstm.train import Trainer, load_checkpoint, save_checkpoint
-from conftest import BIN, ROOT, TINY, TINY_RUN, assert_bad_input, edit_metadata, markov_text, run_cli
+from conftest import BIN, ROOT, TINY, TINY_RUN, assert_bad_input, edit_metadata, run_cli
 
 SMALL = ["--hidden-size", 8, "--num-layers", 1, "--embed-dim", 4, "--seq-len", 8, "--batch-size", 4]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

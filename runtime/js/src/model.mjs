@@ -1,8 +1,9 @@
 // A charlstm ONNX model in onnxruntime (Node or web): its metadata checked against its graph,
 // its vocabulary, state and single step — the JavaScript twin of runtime/model.py.
 
-import { BadInput } from "./errors.mjs";
+import { BadInput, plural } from "./errors.mjs";
 import { readModelHeader } from "./protobuf.mjs";
+import { pyRepr } from "./pyformat.mjs";
 
 export const FORMAT = "charlstm-onnx/1";
 const INPUTS = ["tokens", "h_in", "c_in"];
@@ -227,8 +228,7 @@ export class Model {
     const missing = [...new Set(chars.filter((ch) => !this.#index.has(ch)))].sort(byCodePoint);
     if (missing.length && unknown !== "skip") {
       const shown = missing.slice(0, 10).map(pyRepr).join(", ") + (missing.length > 10 ? " ..." : "");
-      const count = missing.length === 1 ? "1 character" : `${missing.length} characters`;
-      throw new BadInput(`text has ${count} not in the model's vocabulary: ${shown}`);
+      throw new BadInput(`text has ${plural(missing.length, "character")} not in the model's vocabulary: ${shown}`);
     }
     return chars.filter((ch) => this.#index.has(ch)).map((ch) => this.#index.get(ch));
   }
@@ -351,16 +351,4 @@ function firstLine(e) {
 
 function byCodePoint(a, b) {
   return a.codePointAt(0) - b.codePointAt(0);
-}
-
-/** Python's repr() of a one-character string, as the Python runtime's messages show it. */
-export function pyRepr(ch) {
-  const code = ch.codePointAt(0);
-  const escapes = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\" };
-  let body = escapes[ch];
-  if (body === undefined) {
-    if (code < 0x20 || code === 0x7f) body = `\\x${code.toString(16).padStart(2, "0")}`;
-    else body = ch;
-  }
-  return ch === "'" ? `"'"` : `'${body}'`;
 }

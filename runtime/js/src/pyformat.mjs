@@ -1,4 +1,4 @@
-// How the Python CLI prints numbers and paths, so that the Node CLI prints the same bytes.
+// How the Python runtime prints numbers, paths and characters, so that the JavaScript one prints the same.
 
 /** Python's format(x, ".{digits}f"): the decimal nearest the double, exact ties to even. */
 export function pyFixed(x, digits) {
@@ -23,6 +23,18 @@ export function pyFixed(x, digits) {
 
 /** How Python's pathlib prints a path it was given: no "." parts, no doubled or trailing slashes. */
 export function pyPath(p) {
-  const parts = p.split("/").filter((part, i) => part !== "" && part !== ".");
+  const parts = p.split("/").filter((part) => part !== "" && part !== ".");
   return (p.startsWith("/") ? "/" : "") + parts.join("/") || ".";
+}
+
+/** Python's repr() of a one-character string, as the Python runtime's messages show it. */
+export function pyRepr(ch) {
+  const code = ch.codePointAt(0);
+  const escapes = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\" };
+  let body = escapes[ch];
+  if (body === undefined) {
+    if (code < 0x20 || code === 0x7f) body = `\\x${code.toString(16).padStart(2, "0")}`;
+    else body = ch;
+  }
+  return ch === "'" ? `"'"` : `'${body}'`;
 }
