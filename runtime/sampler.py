@@ -73,6 +73,8 @@ class Picker:
         z = penalize(logits, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else logits
         if o.is_greedy:
             return z.argmax(axis=1).astype(np.int64)  # ties: the lowest id
+        if len(z) == 1 and not o.filters:
+            return np.array([self._one(z[0])], np.int64)
         order, weights = candidates(z, o)  # (B, V) each
         cdf = np.add.accumulate(weights, axis=1)  # sums left to right, as the spec says
         kept = kept_count(weights, cdf, o)  # (B,)
@@ -85,6 +87,19 @@ class Picker:
             last = np.broadcast_to(limit, pick.shape)
             pick[missed] = [int(np.flatnonzero(weights[r, :last[r]] > 0)[-1]) for r in np.flatnonzero(missed)]
         return pick if order is None else order[np.arange(len(z)), pick]
+
+
+    def _one(self, z: np.ndarray) -> int:
+        """choose() for one stream without filters (batch-1 generation's case): the same
+        arithmetic on one row, half the numpy calls (the first cumulative sum above the target
+        by binary search)."""
+        w = z.astype(np.float64)
+        w -= w.max()
+        w /= self.options.temperature
+        np.exp(w, out=w)
+        cdf = np.add.accumulate(w)
+        pick = int(np.searchsorted(cdf, self.streams.uniforms()[0] * cdf[-1], side="right"))
+        return pick if pick < len(w) else int(np.flatnonzero(w > 0)[-1])
 
 
 def candidates(z: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray | None, np.ndarray]:
