@@ -1,6 +1,9 @@
 """Artifact names: where each file of a run lives, derived from the one path the user names."""
 
+import os
 from pathlib import Path
+
+from charlstm.core.files import check_apart
 
 LATEST = ".last"  # model.pt → model.last.pt, the resumable checkpoint
 CURVE = ".loss.png"  # model.pt → model.loss.png, the loss curve
@@ -32,10 +35,18 @@ def prefill_path(step: str | Path) -> Path:
     return step.with_name(step.name.removesuffix(ONNX) + PREFILL)
 
 
-
 def train_outputs(out: str | Path) -> list[Path]:
     """Every file a training run writing `out` writes: the best and the resumable checkpoints, the curve."""
     return [Path(out), latest_path(out), curve_path(out)]
+
+
+def check_train_paths(corpus, out, resume=None) -> None:
+    """BadInput if a file a training run writes is its corpus or (unless it is the run's own
+    resumable checkpoint, which a resumed run rewrites) the checkpoint it resumes."""
+    inputs = {"the corpus": corpus}
+    if resume is not None and os.path.realpath(resume) != os.path.realpath(latest_path(out)):
+        inputs["the checkpoint to resume"] = resume
+    check_apart(train_outputs(out), inputs)
 
 
 def export_outputs(out: str | Path) -> list[Path]:

@@ -4,10 +4,11 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import NoReturn
 
-from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
+from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Note, one_line
 
 
 # charlstm is installed from a clone or a wheel (it is not on PyPI); README "Install" says more.
@@ -15,7 +16,7 @@ INSTALL_TRAIN = "pip install torch==2.13.0 '.[train]' in a clone of charlstm (RE
 
 
 def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 
@@ -32,6 +33,7 @@ def run(command, prog: str) -> NoReturn:
     """Run a click command; turn every expected failure into one line on stderr and a status."""
     import click  # only here: the commands are click's, the rest of the kit is standard library
 
+    _notes_as_lines(prog)
     try:
         status = command.main(prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -43,6 +45,19 @@ def run(command, prog: str) -> NoReturn:
     except (KeyboardInterrupt, click.Abort):
         fail(prog, "interrupted", EXIT_INTERRUPTED)
     sys.exit(status or 0)
+
+
+def _notes_as_lines(prog: str) -> None:
+    """charlstm's Notes on stderr as `prog: note: ...`, one line each; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Note):
+            print(f"{prog}: note: {one_line(str(message))}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @contextlib.contextmanager

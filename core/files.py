@@ -1,6 +1,7 @@
 """Files: sha256, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -21,6 +22,7 @@ except ImportError:  # Windows: no claims (docs/formats.md)
 
 TMP_MARK = ".charlstm-"  # temporary files: .NAME.charlstm-XXXXXXXX.tmp beside NAME
 LOCK = ".{name}.lock"  # the claim on NAME, held while a run writes it
+CACHE_SUFFIX = ".charlstm-ids"  # corpus caches (train/prepare.py): never an output's name
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -40,8 +42,47 @@ def _kind(mode: int) -> str | None:
 
 def resolve_destination(path: str | os.PathLike) -> Path:
     """The file a write to `path` replaces: a symlink is written through (the link stays and
-    points to the new file), so the target is what must be writable."""
+    points to the new file), so the target is what must be writable. A link that another user
+    owns is never followed: in a shared folder it is how one user makes another's run replace
+    a file of the link's choosing."""
+    path = Path(path)
+    for _ in range(40):  # the kernel's own bound on a chain of links
+        try:
+            info = os.lstat(path)
+        except OSError:
+            break
+        if not stat.S_ISLNK(info.st_mode):
+            break
+        if info.st_uid != os.geteuid():
+            raise BadInput(f"{path} is a symbolic link owned by another user; charlstm does not write through it:"
+                           " remove it or choose another path")
+        path = path.parent / os.readlink(path)
     return Path(os.path.realpath(path))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_apart(outputs, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """BadInput, before any work, if a file to be written is a file to be read: the same path
+    once links are resolved, or the same file under another name (a hard link: same device and
+    inode). `inputs` maps what each input is ("the corpus") to its path (None: not given)."""
+    read = [(what, Path(p), Path(os.path.realpath(p)), _identity(Path(p))) for what, p in inputs.items()
+            if p is not None]
+    for out in outputs:
+        out = Path(out)
+        if out.name.endswith(CACHE_SUFFIX):
+            raise BadInput(f"{out}: names ending in {CACHE_SUFFIX} are charlstm's corpus caches; choose another"
+                           " output path")
+        target, same = Path(os.path.realpath(out)), _identity(out)
+        for what, path, resolved, identity in read:
+            if target == resolved or (same is not None and same == identity):
+                raise BadInput(f"writing {out} would overwrite {what} {path}; choose another output path")
 
 
 def check_writable_destination(path: str | os.PathLike) -> Path:
@@ -66,6 +107,20 @@ def check_writable_destination(path: str | os.PathLike) -> Path:
     return path
 
 
+def _link_itself(path: Path) -> Path:
+    """`path` in its real folder, to be replaced whatever it is, link included, but never a
+    directory, device, pipe or socket."""
+    folder = Path(os.path.realpath(path.parent))
+    target = folder / path.name
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(target).st_mode
+        if not stat.S_ISLNK(mode) and _kind(mode) is not None:
+            raise BadInput(f"{target} is {_kind(mode)}; charlstm replaces regular files only: choose another path")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BadInput(f"folder {folder} does not exist or is not writable")
+    return target
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -73,11 +128,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike, follow_links: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path`; on success rename it over `path`, else remove it.
 
-    Readers see either the old file or the whole new one, never a truncated file."""
-    target = resolve_destination(check_writable_destination(path))
+    Readers see either the old file or the whole new one, never a truncated file. A symlink at
+    `path` is written through (resolve_destination) or, with follow_links=False (caches), itself
+    replaced by the new file."""
+    target = resolve_destination(check_writable_destination(path)) if follow_links else _link_itself(Path(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -139,12 +196,33 @@ def _lock_path(target: Path) -> Path:
     return target.with_name(LOCK.format(name=target.name))
 
 
+LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock file, ours and regular: never through a link, a pipe or a directory, never
+    another user's (planted in a shared folder, it could make us truncate what it points to)."""
+    try:
+        fd = os.open(lock, LOCK_FLAGS, 0o600)
+    except OSError as e:
+        kind = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a directory"}.get(e.errno)
+        raise BadInput(f"the lock file {lock} is {kind}; charlstm made no such thing: remove it" if kind else
+                       f"cannot create the lock file {lock} ({e.strerror})") from None
+    info = os.fstat(fd)
+    problem = (_kind(info.st_mode) if not stat.S_ISREG(info.st_mode) else
+               "owned by another user" if info.st_uid != os.geteuid() else None)
+    if problem:
+        os.close(fd)
+        raise BadInput(f"the lock file {lock} is {problem}; charlstm made no such thing: remove it")
+    return fd
+
+
 def _lock(target: Path, holder: str) -> int:
     if fcntl is None:
         return -1
     lock = _lock_path(target)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -172,6 +250,12 @@ def _unlock(target: Path, fd: int) -> None:
 def _remove_stale_temporaries(target: Path) -> None:
     pattern = re.compile(rf"\.{re.escape(target.name)}{re.escape(TMP_MARK)}[a-z0-9_]{{8}}\.tmp")
     for entry in os.scandir(target.parent):
-        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and _mine(entry):
+            with contextlib.suppress(OSError):
                 os.unlink(entry.path)
+
+
+def _mine(entry: os.DirEntry) -> bool:
+    with contextlib.suppress(OSError):
+        return entry.stat(follow_symlinks=False).st_uid == os.geteuid()
+    return False

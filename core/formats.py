@@ -32,6 +32,7 @@ META_VOCAB_SIZE = "charlstm.vocab_size"
 META_CHECKPOINT_SHA256 = "charlstm.checkpoint_sha256"
 META_VAL_LOSS = "charlstm.val_loss"
 META_SOURCE = "charlstm.source"  # what was exported: a charlstm checkpoint, a state_dict, a pickled model, ...
+META_STEP_SHA256 = "charlstm.step_sha256"  # in a prefill graph: the sha256 of the step graph file it goes with
 
 
 def vocab_problem(vocab) -> str | None:

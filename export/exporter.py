@@ -1,13 +1,16 @@
 """`model.pt` → `model.onnx`: export, check, validate against torch, then write atomically."""
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from charlstm.core import formats as fmt
 from charlstm.core.artifacts import export_outputs, onnx_path, prefill_path
 from charlstm.core.errors import BadInput
 from charlstm.core.files import atomic_write, claim, sha256_file
+from charlstm.core.onnxproto import check_self_contained
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 from charlstm.export.foreign import CHARLSTM, read_model
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
@@ -83,19 +86,34 @@ def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefi
                           max_kl=max_kl if quantize else None, rtol=rtol)
     if report is not None and not report.ok:
         raise ValidationFailed(report)
+    if prefill_data is not None:
+        prefill_data = _naming_step(prefill_data, data)
     _write_pair(out, data, prefill_data)
     return ExportResult(out, len(data), ops, report, prefill_path(out) if prefill_data else None, found.kind,
                         found.vocab_found)
 
 
+def _naming_step(prefill_data: bytes, data: bytes) -> bytes:
+    """The prefill graph with the sha256 of the step graph it goes with in its metadata."""
+    proto = onnx.load_from_string(prefill_data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = fmt.META_STEP_SHA256, hashlib.sha256(data).hexdigest()
+    return proto.SerializeToString()
+
+
 def _write_pair(out: Path, data: bytes, prefill_data: bytes | None) -> None:
-    """Write the step graph and its prefill graph; an old prefill file of `out` that this
-    export does not replace is removed, so that the pair always comes from one checkpoint."""
+    """Write the step graph, then the prefill graph that names it by sha256; an old prefill
+    file of `out` that this export does not replace is removed first. Interrupted anywhere, a
+    reader finds a pair that matches or a prefill graph that names another step graph, which
+    runtimes leave aside (docs/formats.md): never a mismatched pair in use."""
+    for graph, name in ((data, out), (prefill_data, prefill_path(out))):
+        if graph is not None:
+            check_self_contained(graph, str(name))  # never a file that reads another
     beside = prefill_path(out)
     if prefill_data is None:
         beside.unlink(missing_ok=True)
-    else:
-        with atomic_write(beside) as f:
-            f.write(prefill_data)
     with atomic_write(out) as f:
         f.write(data)
+    if prefill_data is not None:
+        with atomic_write(beside) as f:
+            f.write(prefill_data)

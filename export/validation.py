@@ -1,11 +1,13 @@
 """Export-time validation: the ONNX graphs in onnxruntime beside the torch model, step by step."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from charlstm.core import formats as fmt
+from charlstm.core.errors import BadInput
 from charlstm.export.agreement import ATOL, RTOL, STEPS, random_state, worst_element
 from charlstm.runtime import Model
 from charlstm.train.model import CharLSTM
@@ -71,7 +73,8 @@ def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = ATOL, steps: int 
             _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, f"batch {batch}, {start} state")
     for start in ("zero", "random") if prefill_bytes else ():
         _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start)
-    kl_row = Worst(KL, max_kl is not None, kl[0] / kl[1], max_kl or 0.0, "mean over all steps and lanes")
+    kl_row = Worst(KL, max_kl is not None, kl[0] / kl[1] if kl[1] else math.nan, max_kl or 0.0,
+                   "mean over all steps and lanes")
     return Report(list(worst.values()) + [kl_row])
 
 
@@ -82,6 +85,13 @@ def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, toler
     if ratio > worst[name].ratio:
         w = worst[name]
         w.max_abs, w.limit, w.ratio, w.where = diff, allowed, ratio, where(i)
+
+
+def _refused(worst: dict, names, where: str) -> None:
+    """The runtime refused what onnxruntime gave (logits that are not finite, say): those outputs fail."""
+    for name in names:
+        w = worst[name]
+        w.judged, w.max_abs, w.ratio, w.where = True, math.inf, math.inf, f"{where}: refused by the runtime"
 
 
 def _initial_state(model: CharLSTM, batch: int, start: str, rng: np.random.Generator):
@@ -99,7 +109,10 @@ def _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, scenario) -> No
     state.h[:], state.c[:] = h.numpy(), c.numpy()
     for step in range(steps):
         logits, (h, c) = model(tokens[None], (h, c))  # (1, B, V)
-        ort_logits, state = runtime.step(tokens.numpy(), state)
+        try:
+            ort_logits, state = runtime.step(tokens.numpy(), state)
+        except BadInput:
+            return _refused(worst, fmt.OUTPUT_NAMES, f"{scenario}, step {step}")
         for name, ours, theirs, lane_axis in ((fmt.OUTPUT_LOGITS, logits[0], ort_logits, 0),
                                               (fmt.OUTPUT_H, h, state.h, 1), (fmt.OUTPUT_C, c, state.c, 1)):
             _track(worst, name, ours, theirs, tolerance, lambda i: f"{scenario}, step {step}, lane {i[lane_axis]}")
@@ -118,8 +131,11 @@ def _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start) -> No
     logits, (h2, c2) = model(tokens[:, None], (h, c))  # (T, 1, V)
     state = runtime.new_state(1)
     state.h[:], state.c[:] = h.numpy(), c.numpy()
-    ours, state = runtime.feed(tokens.numpy(), state, chunk=steps // 2 + 1)
     scenario = f"prefill of {steps}, {start} state"
+    try:
+        ours, state = runtime.feed(tokens.numpy(), state, chunk=steps // 2 + 1)
+    except BadInput:
+        return _refused(worst, [f"prefill {n}" for n in fmt.OUTPUT_NAMES], scenario)
     _track(worst, "prefill logits", logits[:, 0], ours, tolerance, lambda i: f"{scenario}, step {i[0]}")
     _track(worst, "prefill h_out", h2, state.h, tolerance, lambda i: f"{scenario}, layer {i[0]}")
     _track(worst, "prefill c_out", c2, state.c, tolerance, lambda i: f"{scenario}, layer {i[0]}")

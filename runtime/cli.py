@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from charlstm.core import clikit
+from charlstm.core import clikit, limits
 from charlstm.core.errors import BadInput, plural
-from charlstm.runtime.generate import lane_seeds, score, stream, stream_batch
+from charlstm.runtime.generate import check_held, lane_seeds, score, stream, stream_batch
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
 
@@ -21,12 +21,13 @@ Examples:
   charlstm-sample model.onnx --prime "Monsieur" --temperature 0.5 --seed 7
   charlstm-sample model.onnx --num-samples 3 -n 200 --stop $'\\n\\n'
   echo "Je vous" | charlstm-sample model.onnx --prime - --greedy -n 80
+  charlstm-sample model.onnx --prime-file act1.txt -n 300   # a long prompt
   charlstm-sample model.onnx --score act1.txt       # nats per character of a text
   charlstm-sample --prime "ALCESTE."                # no MODEL: the shipped Molière model
 """
 DEFAULTS = SamplingOptions()
 # What --score does not use: given with it, they would be ignored, so they are refused.
-GENERATION_ONLY = {"prime": "--prime", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
+GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
                    "top_p": "--top-p", "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
                    "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo"}
 
@@ -34,7 +35,10 @@ GENERATION_ONLY = {"prime": "--prime", "length": "-n", "temperature": "--tempera
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--prime", default="", help="Text to start from; - reads it from stdin. [default: none]")
-@click.option("-n", "--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("--prime-file", type=click.Path(path_type=Path), default=None,
+              help="Or: start from the text of this UTF-8 file (for long prompts).")
+@click.option("-n", "--length", type=click.IntRange(0, limits.MAX_LENGTH), default=500, show_default=True,
+              help="Characters to generate.")
 @click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True,
               help="Below 1: safer text; above 1: wilder; 0: greedy.")
 @click.option("--top-k", type=int, default=None, help="Sample among the K most likely characters.")
@@ -44,16 +48,18 @@ GENERATION_ONLY = {"prime": "--prime", "length": "-n", "temperature": "--tempera
               help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Same seed, model and options: same text. [default: random, printed]")
-@click.option("--num-samples", type=int, default=1, show_default=True, help="Independent samples, run as one batch.")
+@click.option("--num-samples", type=click.IntRange(1, limits.MAX_BATCH), default=1, show_default=True,
+              help="Independent samples, run as one batch.")
 @click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the model's vocabulary: refuse, or drop them.")
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prompt before the text.")
 @click.option("--score", "score_file", type=click.Path(path_type=Path), default=None,
               help="Print the model's nats per character on this text file instead of sampling.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads. [default: cores, at most 4]")
-def command(model: Path | None, prime: str, length: int, seed: int | None, num_samples: int,
-            stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
+@click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS), default=None,
+              help="onnxruntime threads. [default: cores, at most 4]")
+def command(model: Path | None, prime: str, prime_file: Path | None, length: int, seed: int | None,
+            num_samples: int, stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
             threads: int | None, **sampling):
     """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
 
@@ -62,10 +68,12 @@ def command(model: Path | None, prime: str, length: int, seed: int | None, num_s
         _refuse_generation_options()
         return _score(Model(_model_path(model), threads=threads), score_file, unknown)
     options = SamplingOptions(**sampling)  # checks the values before the model loads
-    if length < 0 or num_samples < 1:
-        raise BadInput("-n must be >= 0 and --num-samples >= 1")
+    check_held(length, num_samples)
+    if prime_file is not None and prime:
+        raise BadInput("give the prompt once: --prime or --prime-file, not both")
     lm = Model(_model_path(model), threads=threads)
-    prime = _read_stdin() if prime == "-" else _argument_text(prime, "--prime")
+    prime = (_read_text(prime_file, "--prime-file") if prime_file is not None else
+             _read_stdin() if prime == "-" else _argument_text(prime, "--prime"))
     chosen_seed = seed is not None
     seed = seed if chosen_seed else secrets.randbits(31)
     stop = [_argument_text(s, "--stop") for s in stop]
@@ -145,14 +153,21 @@ def _model_path(model: Path | None) -> Path:
     return found
 
 
-def _score(lm: Model, path: Path, unknown: str) -> None:
+def _read_text(path: Path, flag: str) -> str:
+    """A UTF-8 text file named on the command line (universal newlines, as Python's text mode);
+    never a pipe or a device, whose reading may never end."""
+    if path.exists() and not path.is_file():
+        raise BadInput(f"{flag}: {path} is not a regular file")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInput(f"text {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read {path} as UTF-8 text ({e.__class__.__name__})") from None
-    s = score(lm, text, unknown)
+
+
+def _score(lm: Model, path: Path, unknown: str) -> None:
+    s = score(lm, _read_text(path, "--score"), unknown)
     click.echo(f"{s.nats_per_char:.4f} nats/char ({s.bits_per_char:.4f} bits/char, perplexity"
                f" {s.perplexity:.3f}) over {plural(s.chars, 'character')} of {path}")
 

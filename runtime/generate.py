@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.rng import SEED_LIMIT
-from charlstm.runtime.sampler import Picker, SamplingOptions
+from charlstm.runtime.sampler import Picker, SamplingOptions, is_int
 
 
 def lane_seeds(seed: int, num_samples: int) -> list[int]:
@@ -43,10 +44,6 @@ class _StopMatcher:
     def flush(self) -> str:
         out, self.pending = ("" if self.done else self.pending), ""
         return out
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _stop_strings(stop) -> list[str]:
@@ -81,9 +78,11 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     stop = _stop_strings(stop)
     if not isinstance(prompt, str):
         raise BadInput(f"the prompt must be a string, not {type(prompt).__name__}")
-    if not _is_int(n) or not _is_int(num_samples) or n < 0 or num_samples < 1:
-        raise BadInput("the length must be an integer >= 0 and the number of samples an integer >= 1")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed < SEED_LIMIT):
+    if not is_int(n) or not is_int(num_samples) or not 0 <= n <= limits.MAX_LENGTH or num_samples < 1:
+        raise BadInput(f"the length must be an integer from 0 to {limits.MAX_LENGTH:,} and the number of samples"
+                       " an integer >= 1")
+    model.check_batch(num_samples)
+    if seed is not None and (not is_int(seed) or not 0 <= seed < SEED_LIMIT):
         raise BadInput(f"the seed must be >= 0 and an integer below 2^64, not {seed!r}")
     if isinstance(state, State) and state.batch != 1:
         raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
@@ -93,11 +92,12 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     recent = np.full((num_samples, options.repetition_window), -1, np.int64)
     recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
     return _steps(model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples),
-                  n, options, Picker(options, lane_seeds(seed, num_samples)), recent, stop)
+                  n, options, Picker(options, lane_seeds(seed, num_samples)), recent, stop, max(len(ids), 1))
 
 
-def _steps(model, logits, state, n, options, picker, recent, stop) -> Iterator[list[str]]:
-    """The generation loop of stream_batch, once its arguments are checked and the prompt fed."""
+def _steps(model, logits, state, n, options, picker, recent, stop, fed) -> Iterator[list[str]]:
+    """The generation loop of stream_batch, once its arguments are checked and `fed` ids of the
+    prompt fed."""
     matchers = [_StopMatcher(stop) for _ in range(len(logits))]
     for t in range(n):
         tokens = picker.choose(logits, recent)  # (B,)
@@ -106,7 +106,7 @@ def _steps(model, logits, state, n, options, picker, recent, stop) -> Iterator[l
             break
         if options.repetition_penalty != 1.0:
             recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
-        logits, state = model._step(tokens, state)
+        logits, state = model._step(tokens, state, fed + t + 1)
     yield [m.flush() for m in matchers]
 
 
@@ -120,9 +120,18 @@ def generate(model: Model, prompt: str = "", n: int = 500, **kwargs) -> str:
     return "".join(stream(model, prompt, n, **kwargs))
 
 
+def check_held(n, num_samples) -> None:
+    """BadInput when `num_samples` texts of `n` characters, held until the end, pass limits.MAX_HELD."""
+    if is_int(n) and is_int(num_samples) and num_samples > 1 and n * num_samples > limits.MAX_HELD:
+        raise BadInput(f"{num_samples:,} samples of {n:,} characters, held until the last one ends, pass the cap of"
+                       f" {limits.MAX_HELD:,} characters; ask for fewer or shorter samples")
+
+
 def generate_batch(model: Model, prompt: str = "", n: int = 500, num_samples: int = 1,
                    **kwargs) -> list[str]:
-    """`num_samples` continuations of `prompt`, computed in one batch; arguments as stream_batch."""
+    """`num_samples` continuations of `prompt`, computed in one batch; arguments as stream_batch.
+    The texts are held until the last step: n x num_samples is at most limits.MAX_HELD."""
+    check_held(n, num_samples)
     pieces = list(stream_batch(model, prompt, n, num_samples=num_samples, **kwargs))  # (steps, B)
     return ["".join(lane) for lane in zip(*pieces)]
 
@@ -149,7 +158,7 @@ def score(model: Model, text: str, unknown: str = "error", chunk: int = 4096) ->
     state, total = model.new_state(1), 0.0
     for start in range(0, len(ids) - 1, chunk):
         inputs, targets = ids[start : start + chunk], ids[start + 1 : start + chunk + 1]
-        logits, state = model.feed(inputs[: len(targets)], state)  # (T, V)
+        logits, state = model.feed(inputs[: len(targets)], state, at=start + 1)  # (T, V)
         z = logits.astype(np.float64)
         top = z.max(axis=1, keepdims=True)
         log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.runtime.rng import Streams
 
@@ -26,6 +27,12 @@ class SamplingOptions:
     greedy: bool = False
 
     def __post_init__(self) -> None:
+        kinds = [(self.temperature, "temperature", _is_number), (self.top_k, "top_k", is_int),
+                 (self.top_p, "top_p", _is_number), (self.repetition_penalty, "repetition_penalty", _is_number),
+                 (self.repetition_window, "repetition_window", is_int), (self.greedy, "greedy", _is_bool)]
+        for value, name, fits in kinds:
+            if not fits(value) and not (value is None and name in ("top_k", "top_p")):
+                raise BadInput(f"{name} must be {fits.__doc__}, not {value!r}")
         checks = [
             (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
              f"temperature must be a finite number, 0 (greedy) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}"),
@@ -33,7 +40,8 @@ class SamplingOptions:
             (self.top_p is None or 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY,
              f"repetition penalty must be between {MIN_PENALTY:g} and {MAX_PENALTY:g}"),
-            (self.repetition_window >= 1, "repetition window must be at least 1"),
+            (1 <= self.repetition_window <= limits.MAX_WINDOW,
+             f"repetition window must be from 1 to {limits.MAX_WINDOW}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -46,6 +54,21 @@ class SamplingOptions:
     @property
     def filters(self) -> bool:
         return self.top_k is not None or self.top_p is not None
+
+
+def _is_number(x) -> bool:
+    """a number"""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def is_int(x) -> bool:
+    """an integer"""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_bool(x) -> bool:
+    """True or False"""
+    return isinstance(x, (bool, np.bool_))
 
 
 def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarray:

@@ -38,6 +38,21 @@ def markov_text(n: int, seed: int = 0, alphabet: str = "abcdef") -> str:
     return "".join(out)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory):
+    """The user's cache folder (train/prepare.py: user_cache_dir) inside the test's temp folder,
+    for this process and the CLIs it runs, so that tests never write into the real home."""
+    folder = tmp_path_factory.mktemp("cache-home")
+    folder.chmod(0o700)
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "abcdef.txt"

@@ -18,7 +18,7 @@ import torch
 
 from charlstm.core.artifacts import latest_path
 from charlstm.core.corpus import read_corpus
-from charlstm.core.errors import BadInput
+from charlstm.core.errors import BadInput, Note
 from charlstm.core.files import atomic_write, check_writable_destination, claim
 from charlstm.export import export
 from charlstm.runtime import Model, State, generate
@@ -220,7 +220,7 @@ def test_killed_at_random_moments_every_resumed_run_is_bit_identical():
 BROKEN = [
     ({"charlstm.hidden_size": "64"}, "h_in is tensor(float) [2, 'batch', 16], the metadata says"),
     ({"charlstm.num_layers": "3"}, "the metadata says tensor(float) [3, 'batch', 16]"),
-    ({"charlstm.hidden_size": "-1"}, "the metadata says tensor(float) [2, 'batch', -1]"),
+    ({"charlstm.hidden_size": "-1"}, "charlstm.hidden_size is '-1'; sizes are written in ASCII digits"),
     ({"charlstm.vocab": json.dumps(list("abcde")), "charlstm.vocab_size": "5"}, "logits is tensor(float)"),
     ({"charlstm.vocab": json.dumps([1, 2, 3, 4, 5, 6])}, "holds 1, which is not a single character"),
     ({"charlstm.vocab": json.dumps(["ab", "c", "d", "e", "f", "g"])}, "holds 'ab', which is not a single character"),
@@ -247,13 +247,20 @@ def test_the_cli_refuses_wrong_metadata_in_one_line(tiny_onnx, tiny_corpus, tmp_
     assert_bad_input(run_cli("charlstm-sample", broken, "--score", tiny_corpus), "does not match")
 
 
-def test_a_prefill_beside_a_step_graph_without_provenance_is_refused(tiny_checkpoint, tmp_path):
+def test_a_prefill_beside_a_step_graph_it_does_not_name_is_left_aside_with_a_note(tiny_checkpoint, tmp_path):
     step = export(tiny_checkpoint, tmp_path / "m.onnx", validate_graph=False).path
-    edit_metadata(step, step, **{"charlstm.checkpoint_sha256": None})
-    with pytest.raises(BadInput, match="has no charlstm.checkpoint_sha256, so nothing says that"):
-        Model(step)
-    assert Model(step, prefill=None).vocab == list("abcdef")
-    assert_bad_input(run_cli("charlstm-sample", step, "-n", 3), "checkpoint_sha256")
+    expected = generate(Model(step, prefill=None), "ab", 20, seed=3)
+    edit_metadata(step, step, **{"charlstm.checkpoint_sha256": None})  # other bytes: not the step graph it names
+    with pytest.warns(Note, match="m.prefill.onnx was exported with another step graph than .*; prompts are fed one"):
+        model = Model(step)
+    assert not model.has_prefill and generate(model, "ab", 20, seed=3) == expected
+    with pytest.raises(BadInput, match="another step graph"):  # a prefill graph asked for by name
+        Model(step, prefill=tmp_path / "m.prefill.onnx")
+    proc = run_cli("charlstm-sample", step, "--prime", "ab", "-n", 20, "--seed", 3, "--no-echo")
+    assert proc.returncode == 0 and proc.stdout == expected + "\n"
+    assert proc.stderr.splitlines() == [f"charlstm-sample: note: {step.with_name('m.prefill.onnx')} was exported with"
+                                        f" another step graph than {step}; prompts are fed one step at a time"
+                                        " (export again to use it)"]
 
 
 @pytest.mark.parametrize("vocab, words", [(["ab", *"cdefg"], "'ab', which is not a single character"),
@@ -291,7 +298,7 @@ def test_token_ids_and_states_are_checked_before_onnxruntime(model, capfd):
             model.step([0], bad)
     with pytest.raises(BadInput, match="got -1"):
         model.decode([-1])
-    with pytest.raises(BadInput, match="threads must be an integer >= 1"):
+    with pytest.raises(BadInput, match="threads must be an integer from 1 to 256"):
         Model(model.name, threads=0)
     assert capfd.readouterr().err == "", "no onnxruntime log line"
     logits, _ = model.step(np.array([5], np.uint8), state)  # any integer type in range is fine

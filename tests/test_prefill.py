@@ -72,7 +72,7 @@ def test_a_prefill_from_another_checkpoint_is_refused(pair, tiny_corpus, tmp_pat
     step, prefill = pair
     other = train_tiny(tiny_corpus, tmp_path / "other.pt", train_args={"seed": 5})
     other_pair = export(other.best, tmp_path / "other.onnx", validate_graph=False)
-    with pytest.raises(BadInput, match="another checkpoint"):
+    with pytest.raises(BadInput, match="another step graph"):
         Model(step, prefill=other_pair.prefill)
     with pytest.raises(BadInput, match="prefill graph; give the step graph"):
         Model(prefill)

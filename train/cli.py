@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from charlstm.core import clikit
-from charlstm.core.artifacts import train_outputs
+from charlstm.core import clikit, limits
+from charlstm.core.artifacts import check_train_paths, train_outputs
 from charlstm.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, plural
 from charlstm.core.files import claim
-from charlstm.train.config import ModelConfig, TrainOptions
+from charlstm.train.config import SEED_LIMIT, ModelConfig, TrainOptions
 
 PROG = "charlstm-train"
 EXAMPLES = """\b
@@ -45,7 +45,7 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--max-steps", TrainOptions, int, "Stop after this many optimizer steps.", "--epochs decides")
 @_opt("--val-fraction", TrainOptions, float, "Tail of the corpus held out for validation.")
 @_opt("--eval-every", TrainOptions, int, "Steps between validations.", "20 per run")
-@_opt("--seed", TrainOptions, int, "Seed for initialisation, dropout and data order.")
+@_opt("--seed", TrainOptions, click.IntRange(0, SEED_LIMIT - 1), "Seed for initialisation, dropout and data order.")
 @_opt("--precision", TrainOptions, click.Choice(["fp32", "bf16"]),
       "bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16 and on GPUs.")
 @click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
@@ -55,9 +55,11 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
               help="Continue an interrupted run from its OUTPUT.last.pt.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where the corpus's prepared token ids are cached. [default: beside the corpus]")
+@click.option("--max-params", type=click.IntRange(min=1), default=limits.MAX_PARAMETERS, show_default=True,
+              help="The largest model built, in parameters (a guard against sizes a machine cannot hold).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
 def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_dir: Path | None, progress: bool,
-            **chosen):
+            max_params: int, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint.
 
     Under torchrun (torchrun --nproc_per_node=N -m charlstm.train ...) each process trains a
@@ -68,24 +70,24 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_
     quiet_unless_main()
     if cache_dir is not None and not cache_dir.is_dir():
         raise BadInput(f"--cache-dir {cache_dir} is not a folder")
-    if output.exists() and corpus.exists() and output.resolve() == corpus.resolve():
-        raise BadInput("-o would overwrite the corpus; choose another output path")
+    check_train_paths(corpus, output, resume)
     ranks, torch_device = from_environment(device)
     try:  # before any work; the run claims them again, as the API does
         with claim(train_outputs(output)) if ranks.main else contextlib.nullcontext():
-            _train(corpus, output, str(torch_device), ranks, resume, cache_dir, progress, chosen)
+            _train(corpus, output, str(torch_device), ranks, resume, cache_dir, progress, chosen, max_params)
     finally:
         ranks.close()
 
 
 def _train(corpus: Path, output: Path, device: str, ranks, resume: Path | None, cache_dir: Path | None,
-           progress: bool, chosen: dict) -> None:
+           progress: bool, chosen: dict, max_params: int) -> None:
     from charlstm.train.trainer import Diverged, Interrupted, Trainer
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     picked = {k: v for k, v in chosen.items() if v is not None}
     trainer = Trainer(corpus, {k: v for k, v in picked.items() if k in model_fields},
-                      {k: v for k, v in picked.items() if k not in model_fields}, device, resume, cache_dir, ranks)
+                      {k: v for k, v in picked.items() if k not in model_fields}, device, resume, cache_dir, ranks,
+                      max_params)
     _describe(trainer)
     try:
         result = trainer.run(output, progress)

@@ -4,8 +4,16 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from charlstm.core import limits
 from charlstm.core.corpus import VAL_FRACTION
 from charlstm.core.errors import BadInput
+
+SEED_LIMIT = 1 << 32  # training seeds are 0 .. 2^32 - 1
+MAX_CHUNK = 1 << 24  # characters of one training step (lanes x chunk length); 64 x 128 by default
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -35,11 +43,25 @@ class ModelConfig(_AsDict):
     dropout: float = 0.25
 
     def __post_init__(self) -> None:
+        sizes = {"vocab_size": limits.MAX_VOCAB, "embed_dim": max(limits.MAX_EMBED, self.vocab_size),
+                 "hidden_size": limits.MAX_HIDDEN, "num_layers": limits.MAX_LAYERS}
+        for name, cap in sizes.items():
+            value = getattr(self, name)
+            _require(_is_int(value), f"{name} must be an integer, not {value!r}")
+            _require(value <= cap, f"--{name.replace('_', '-')} must be at most {cap:,}")
         _require(self.vocab_size >= 2, "the corpus needs at least 2 distinct characters")
         _require(self.embed_dim >= 1, "--embed-dim must be at least 1")
         _require(self.hidden_size >= 1, "--hidden-size must be at least 1")
         _require(self.num_layers >= 1, "--num-layers must be at least 1")
-        _require(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
+        _require(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "--dropout must be in [0, 1)")
+
+    @property
+    def parameters(self) -> int:
+        return limits.lstm_parameters(self.vocab_size, self.embed_dim, self.hidden_size, self.num_layers)
+
+    def check_size(self, max_params: int = limits.MAX_PARAMETERS) -> None:
+        """BadInput if the model would have more than `max_params` weights (before it is built)."""
+        limits.check_shape(self.vocab_size, self.embed_dim, self.hidden_size, self.num_layers, max_params)
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,11 @@ class TrainOptions(_AsDict):
     precision: str = "fp32"  # "bf16": forward and backward under bfloat16 autocast (weights stay fp32)
 
     def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "epochs", "max_steps", "eval_every"):
+            value = getattr(self, name)
+            _require(value is None and name in ("max_steps", "eval_every") or _is_int(value),
+                     f"--{name.replace('_', '-')} must be an integer, not {value!r}")
+        _require(self.batch_size * self.seq_len <= MAX_CHUNK, f"--batch-size x --seq-len must be at most {MAX_CHUNK:,}")
         _require(self.seq_len >= 1, "--seq-len must be at least 1")
         _require(self.batch_size >= 1, "--batch-size must be at least 1")
         _require(math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive number")
@@ -69,4 +96,5 @@ class TrainOptions(_AsDict):
         _require(self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1")
         _require(self.weight_decay >= 0, "--weight-decay must be >= 0")
         _require(self.clip > 0, "--clip must be positive")
+        _require(_is_int(self.seed) and 0 <= self.seed < SEED_LIMIT, f"--seed must be from 0 to {SEED_LIMIT - 1}")
         _require(self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")

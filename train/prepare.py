@@ -4,14 +4,20 @@ The text is what core.corpus.read_corpus reads (UTF-8; CRLF and CR as "\\n" unle
 leading byte-order mark dropped), and the vocabulary its sorted distinct characters, so the ids
 are those a whole-file read would give; but the file is read in chunks and turned into ids with
 numpy, and the ids go to disk (uint8 for at most 256 characters, wider beyond), so memory does
-not grow with the corpus. The cache file holds a header that names the corpus (sha256, size)
-and the reading options; a cache whose header, options or size do not match is rebuilt.
+not grow with the corpus. The cache file holds a header that names the corpus (sha256, size),
+the reading options and the ids' own sha256; a cache is used only if it is this user's own
+regular file, writable by no one else, and its ids match that sha256; otherwise it is rebuilt.
+The cache goes beside the corpus when that folder is the user's own and no one else's to write
+in, else into the user's private cache folder (user_cache_dir): never where another user of the
+machine could plant a link or a cache of their own.
 """
 
 import codecs
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -21,9 +27,10 @@ import numpy as np
 
 from charlstm.core.corpus import BOM, normalize_line_ends
 from charlstm.core.errors import BadInput
-from charlstm.core.files import atomic_write
+from charlstm.core.files import CACHE_SUFFIX, atomic_write
+from charlstm.core.formats import vocab_problem
 
-CACHE_FORMAT = "charlstm-ids/1"
+CACHE_FORMAT = "charlstm-ids/2"  # /1 had no ids_sha256
 MAGIC = b"charlstm-ids\n\0\0\0"  # 16 bytes, then the header's length (uint64 LE), the header, zeros, the ids
 ALIGN = 64
 CHUNK = 8 << 20  # bytes read at a time
@@ -46,8 +53,8 @@ def cache_path(corpus: Path, normalize_newlines: bool, cache_dir: Path | None, s
     the corpus's sha256 (several corpora share it). `text`: line ends read as \\n; `raw`: kept."""
     mode = "text" if normalize_newlines else "raw"
     if cache_dir is not None:
-        return Path(cache_dir) / f"{sha256[:20]}.{mode}.charlstm-ids"
-    return corpus.with_name(f"{corpus.name}.{mode}.charlstm-ids")
+        return Path(cache_dir) / f"{sha256[:20]}.{mode}{CACHE_SUFFIX}"
+    return corpus.with_name(f"{corpus.name}.{mode}{CACHE_SUFFIX}")
 
 
 def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str | Path | None = None,
@@ -57,9 +64,8 @@ def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str 
     corpus = Path(corpus)
     _check_file(corpus)
     sha256, size = _hash(corpus)
-    if cache_dir is None and not _writable(corpus.parent):  # a read-only corpus folder: the temp folder
-        cache_dir = Path(tempfile.gettempdir()) / "charlstm-cache"
-        cache_dir.mkdir(exist_ok=True)
+    if cache_dir is None and not _own_folder(corpus.parent):
+        cache_dir = user_cache_dir()
     path = cache_path(corpus, normalize_newlines, cache_dir and Path(cache_dir), sha256)
     key = {"corpus_sha256": sha256, "corpus_bytes": size, "normalize_newlines": normalize_newlines}
     found, why = _open(path, key)
@@ -73,10 +79,38 @@ def prepare(corpus: str | Path, normalize_newlines: bool = True, cache_dir: str 
     return Prepared(*found, sha256, path, why)
 
 
-def _writable(folder: Path) -> bool:
-    """Writable for us and meant to be: root may write anywhere, but a folder without write
-    permission bits (a read-only share) is left alone."""
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+def _own_folder(folder: Path) -> bool:
+    """Ours to write in and no one else's: owned by this user, with its write bit (root may
+    write anywhere, but a folder without one, a read-only share, is left alone), not writable
+    by its group or others."""
+    info = folder.stat()
+    return info.st_uid == os.geteuid() and info.st_mode & 0o200 != 0 and info.st_mode & 0o022 == 0 and os.access(
+        folder, os.W_OK)
+
+
+def user_cache_dir() -> Path:
+    """This user's private folder for caches: $XDG_CACHE_HOME/charlstm, else ~/.cache/charlstm,
+    else (no usable home) charlstm-UID in the temp folder; made with mode 0700 and used only if
+    it is a real folder (not a link) that this user owns and no one else may write in."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    candidates = [Path(xdg) / "charlstm"] if os.path.isabs(xdg) else []
+    with contextlib.suppress(RuntimeError, KeyError):  # no home directory
+        candidates.append(Path.home() / ".cache" / "charlstm")
+    candidates.append(Path(tempfile.gettempdir()) / f"charlstm-{os.geteuid()}")
+    for folder in candidates:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+            info = os.lstat(folder)
+        except OSError:
+            continue  # a read-only home, say: the next place
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise BadInput(f"the cache folder {folder} is not this user's private folder (a link, another user's, or"
+                           " writable by others); remove it, or give --cache-dir")
+        if os.access(folder, os.W_OK):
+            return folder
+    raise BadInput("no folder to cache the corpus's ids in (home and temp folders are not writable); give --cache-dir")
 
 
 def _check_file(corpus: Path) -> None:
@@ -150,38 +184,87 @@ def _write(corpus: Path, path: Path, key: dict, vocab: list[str], count: int, no
     dtype = id_dtype(len(vocab))
     table = np.zeros(CODE_POINTS, dtype=dtype)
     table[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=dtype)
-    header = json.dumps({"format": CACHE_FORMAT, **key, "vocab": vocab, "count": count, "dtype": dtype.name},
-                        ensure_ascii=False).encode()
+    fields = {"format": CACHE_FORMAT, **key, "vocab": vocab, "count": count, "dtype": dtype.name,
+              "ids_sha256": "0" * 64}  # the real one, of the same length, once the ids are written
+    header = json.dumps(fields, ensure_ascii=False).encode()
     start = _data_offset(len(header))
-    with atomic_write(path) as f:
-        f.write(MAGIC + struct.pack("<Q", len(header)) + header + b"\0" * (start - len(MAGIC) - 8 - len(header)))
+    digest = hashlib.sha256()
+    with atomic_write(path, follow_links=False) as f:
+        f.write(b"\0" * start)
         for text in text_chunks(corpus, normalize_newlines, chunk):
-            f.write(table[_code_points(text)].tobytes())
+            ids = table[_code_points(text)].tobytes()
+            digest.update(ids)
+            f.write(ids)
+        header = json.dumps({**fields, "ids_sha256": digest.hexdigest()}, ensure_ascii=False).encode()
+        f.seek(0)
+        f.write(MAGIC + struct.pack("<Q", len(header)) + header)
 
 
 def _data_offset(header_length: int) -> int:
     return -(-(len(MAGIC) + 8 + header_length) // ALIGN) * ALIGN
 
 
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
+MAX_HEADER = 1 << 26  # a vocabulary of every code point, as JSON, fits
+
+
 def _open(path: Path, key: dict) -> tuple[tuple[list[str], np.ndarray] | None, str]:
-    """((vocab, ids), why it was not there before) when the cache is sound for `key`; else (None, why not)."""
+    """((vocab, ids), why it was not there before) when the cache is sound for `key`; else (None, why not).
+    Sound: this user's own regular file (not a link), writable by no one else, whose header names
+    the corpus and options and whose ids are what the header says (their sha256, each below the
+    vocabulary's size)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(MAGIC) + 8)
-            if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
-                return None, "not a charlstm cache"
-            (length,) = struct.unpack("<Q", head[len(MAGIC):])
-            header = json.loads(f.read(min(length, 1 << 26)).decode())
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         return None, "no cache yet"
-    except (OSError, ValueError) as e:
-        return None, f"unreadable ({type(e).__name__})"
-    if header.get("format") != CACHE_FORMAT or any(header.get(k) != v for k, v in key.items()):
-        return None, "made from another version of the corpus or with other options"
-    dtype, start = np.dtype(header["dtype"]), _data_offset(length)
-    if os.path.getsize(path) != start + header["count"] * dtype.itemsize:
-        return None, "truncated"
-    if header["count"] == 0:
-        return (header["vocab"], np.zeros(0, dtype)), "reused"
-    ids = np.memmap(path, dtype=dtype, mode="r", offset=start, shape=(header["count"],))
-    return (header["vocab"], ids), "reused"
+    except OSError as e:
+        return None, f"unusable ({os.strerror(e.errno)})"
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            return None, "not this user's own file"
+        try:
+            header, start = _header(f)
+            vocab, dtype, count = header["vocab"], np.dtype(header["dtype"]), header["count"]
+        except NotACache as e:
+            return None, str(e)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            return None, f"unreadable ({type(e).__name__})"
+        if header.get("format") != CACHE_FORMAT or any(header.get(k) != v for k, v in key.items()):
+            return None, "made from another version of the corpus, with other options or by an older charlstm"
+        if not isinstance(count, int) or vocab_problem(vocab) or vocab != sorted(vocab) or dtype != id_dtype(len(vocab)):
+            return None, "damaged (its header)"
+        if info.st_size != start + count * dtype.itemsize:
+            return None, "truncated"
+        ids = np.memmap(f, dtype=dtype, mode="r", offset=start, shape=(count,)) if count else np.zeros(0, dtype)
+        if not _ids_match(ids, len(vocab), header.get("ids_sha256")):
+            return None, "damaged (its ids)"
+    return (vocab, ids), "reused"
+
+
+class NotACache(ValueError):
+    """A file where a cache belongs that is not one; the message says why."""
+
+
+def _header(f) -> tuple[dict, int]:
+    head = f.read(len(MAGIC) + 8)
+    if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+        raise NotACache("not a charlstm cache")
+    (length,) = struct.unpack("<Q", head[len(MAGIC):])
+    if length > MAX_HEADER:
+        raise NotACache("damaged (its header)")
+    header = json.loads(f.read(length).decode())
+    if not isinstance(header, dict):
+        raise NotACache("damaged (its header)")
+    return header, _data_offset(length)
+
+
+def _ids_match(ids: np.ndarray, vocab_size: int, sha256) -> bool:
+    """The ids hash to `sha256` and each is below `vocab_size`, read once, a chunk at a time."""
+    digest = hashlib.sha256()
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        digest.update(part)
+        if part.max() >= vocab_size:
+            return False
+    return digest.hexdigest() == sha256

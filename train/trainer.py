@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from charlstm.core.artifacts import curve_path, latest_path, train_outputs
+from charlstm.core.artifacts import check_train_paths, curve_path, latest_path, train_outputs
+from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.core.files import claim
 from charlstm.train import checkpoint, loop
@@ -61,12 +62,14 @@ class Trainer:
     Under torchrun each process is one rank (train/distributed.py): it owns a contiguous share
     of the --batch-size lanes and trains them under DistributedDataParallel; rank 0 prepares the
     corpus cache first, writes every file and speaks. `cache_dir`: where the corpus's prepared
-    ids are cached (default: beside the corpus)."""
+    ids are cached (default: beside the corpus, or the user's cache folder). `max_params`: the
+    largest model it builds (limits.MAX_PARAMETERS)."""
 
     def __init__(self, corpus_path, model_args=None, train_args=None, device="auto", resume=None,
-                 cache_dir=None, ranks: Ranks | None = None):
+                 cache_dir=None, ranks: Ranks | None = None, max_params: int = limits.MAX_PARAMETERS):
         self.ranks, self.device = from_environment(device) if ranks is None else (ranks, pick_device(device, ranks))
         model_args, train_args = dict(model_args or {}), dict(train_args or {})
+        self.paths = (corpus_path, resume)  # what the run reads, which it must not write
         ckpt = self._resumable(resume) if resume else None
         if ckpt:
             train_args = _merge("training option", train_args, ckpt.train.options)
@@ -77,6 +80,7 @@ class Trainer:
             self._check_same_corpus(ckpt)
             model_args = _merge("model option", model_args, ckpt.config.to_dict())
         self.config = ModelConfig(**{**model_args, "vocab_size": len(self.corpus.vocab)})
+        self.config.check_size(max_params)
         self.lanes = Lanes(self.corpus.train_ids, o.batch_size, o.seq_len, o.seed, self.ranks.lanes(o.batch_size))
         self.total_steps = o.epochs * self.lanes.chunks_per_epoch
         if o.max_steps is not None:
@@ -208,6 +212,7 @@ class Trainer:
         Interrupted, as does SIGTERM (what torchrun sends its workers). The run claims its files:
         another run writing one of them is refused. Under torchrun every rank calls run()."""
         out = Path(out)
+        check_train_paths(self.paths[0], out, self.paths[1])
         log = log if self.ranks.main else (lambda msg: None)
         with claim(train_outputs(out)) if self.ranks.main else contextlib.nullcontext():
             return self._run(out, progress and self.ranks.main, log or (lambda msg: print(msg, file=sys.stderr)),
