@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator
 from typing import NoReturn
 
-from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, Note, one_line
+from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BadInput, Note, WriteFailed, one_line
 
 
 # charlstm is installed from a clone or a wheel (it is not on PyPI); README "Install" says more.
@@ -42,6 +42,8 @@ def run(command, prog: str) -> NoReturn:
         fail(prog, f"{e.format_message()} (see {prog} --help)")
     except BadInput as e:
         fail(prog, str(e))
+    except WriteFailed as e:
+        fail(prog, str(e), EXIT_FAILED)
     except (KeyboardInterrupt, click.Abort):
         fail(prog, "interrupted", EXIT_INTERRUPTED)
     sys.exit(status or 0)

@@ -21,6 +21,14 @@ class BadInput(Exception):
         super().__init__(one_line(str(message)))
 
 
+class WriteFailed(Exception):
+    """Writing an output failed (a full disk, say): the file is as it was before, the temporary
+    one removed. CLIs print it on one line and exit 1 (EXIT_FAILED)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(str(message)))
+
+
 class Note(UserWarning):
     """Something charlstm did otherwise than it was asked to, and why (a CLI prints it on one line)."""
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from charlstm.core.errors import BadInput
+from charlstm.core.errors import BadInput, WriteFailed
 
 try:
     import fcntl
@@ -135,7 +135,10 @@ def atomic_write(path: str | os.PathLike, follow_links: bool = True) -> Iterator
     `path` is written through (resolve_destination) or, with follow_links=False (caches), itself
     replaced by the new file."""
     target = resolve_destination(check_writable_destination(path)) if follow_links else _link_itself(Path(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise WriteFailed(f"cannot write {target} ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -143,10 +146,18 @@ def atomic_write(path: str | os.PathLike, follow_links: bool = True) -> Iterator
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, target)
+    except OSError as e:  # a full disk, a quota: what was there stays
+        _remove(tmp)
+        raise WriteFailed(f"writing {target} failed ({e.strerror}); it is as it was before, and the partial"
+                          " copy was removed") from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 _held: dict[Path, tuple[int, int, int]] = {}  # what this process claims: target -> (thread, depth, lock fd)

@@ -43,6 +43,9 @@ def vocab_problem(vocab) -> str | None:
     bad = next((v for v in vocab if not isinstance(v, str) or len(v) != 1), None)
     if bad is not None:
         return f"the vocabulary holds {bad!r}, which is not a single character"
+    lone = next((v for v in vocab if "\ud800" <= v <= "\udfff"), None)
+    if lone is not None:
+        return f"the vocabulary holds {lone!r}, half of a UTF-16 pair, which no UTF-8 text holds"
     twice = sorted(v for v, n in collections.Counter(vocab).items() if n > 1)
     if twice:
         return f"the vocabulary holds {', '.join(map(repr, twice[:5]))} more than once"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from charlstm.core import clikit
+from charlstm.core import clikit, limits
 from charlstm.core.errors import EXIT_FAILED, BadInput
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 
@@ -48,9 +48,12 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,
               help="Also write OUTPUT.prefill.onnx, a sequence graph that primes prompts and scores texts fast.")
+@click.option("--max-params", type=click.IntRange(min=1), default=limits.MAX_PARAMETERS, show_default=True,
+              help="The largest model read, in parameters (a guard against files that ask for more than a machine"
+                   " holds).")
 def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, vocab_corpus: Path | None,
             vocab_corpus_chars: int | None, atol: float, rtol: float, steps: int, validate: bool, prefill: bool,
-            quantize: str | None, max_kl: float):
+            quantize: str | None, max_kl: float, max_params: int):
     """Export a model to one self-contained single-step ONNX file.
 
     CHECKPOINT is a charlstm checkpoint, or an Embedding -> nn.LSTM -> Linear model trained
@@ -63,7 +66,8 @@ def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, voca
     vocab = _vocabulary(vocab_file, vocab_corpus, vocab_corpus_chars, foreign)
     try:
         result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill,
-                        quantize=quantize, max_kl=max_kl, rtol=rtol, vocab=vocab)
+                        quantize=quantize, max_kl=max_kl, rtol=rtol, vocab=vocab, max_params=max_params,
+                        inputs={"--vocab": vocab_file, "--vocab-corpus": vocab_corpus})
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
         clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", EXIT_FAILED)

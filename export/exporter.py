@@ -7,9 +7,10 @@ from pathlib import Path
 import onnx
 
 from charlstm.core import formats as fmt
+from charlstm.core import limits
 from charlstm.core.artifacts import export_outputs, onnx_path, prefill_path
 from charlstm.core.errors import BadInput
-from charlstm.core.files import atomic_write, claim, sha256_file
+from charlstm.core.files import atomic_write, check_apart, claim, sha256_file
 from charlstm.core.onnxproto import check_self_contained
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 from charlstm.export.foreign import CHARLSTM, read_model
@@ -40,7 +41,8 @@ class ExportResult:
 
 def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
            atol: float = ATOL, steps: int = STEPS, prefill: bool = True, quantize: str | None = None,
-           max_kl: float = MAX_KL, rtol: float = RTOL, vocab: list[str] | None = None) -> ExportResult:
+           max_kl: float = MAX_KL, rtol: float = RTOL, vocab: list[str] | None = None,
+           max_params: int = limits.MAX_PARAMETERS, inputs: dict | None = None) -> ExportResult:
     """Export a model to the single-step ONNX graph (and, with `prefill`, the sequence graph
     beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
     onnxruntime and torch disagree by more than atol + rtol * |torch| or, with quantize="int8",
@@ -48,25 +50,26 @@ def export(checkpoint_path: str | Path, out: str | Path | None = None, *, valida
 
     `checkpoint_path` is a charlstm checkpoint or a model trained elsewhere (export.foreign: a
     state_dict, a dict holding one, a pickled model, TorchScript); `vocab` (characters in id
-    order) gives the vocabulary of a file that has none."""
+    order) gives the vocabulary of a file that has none. A model of more than `max_params`
+    weights is refused before it is built. `inputs` names other files the export read (the
+    CLI's vocabulary files): like the checkpoint, none of them is ever an output."""
     if not (atol >= 0 and rtol >= 0 and max_kl >= 0):
         raise BadInput("--atol, --rtol and --max-kl must be >= 0")
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize must be int8, not {quantize!r}")
     out = Path(out or onnx_path(checkpoint_path, quantize))
-    source = Path(checkpoint_path).resolve()
-    clash = next((p for p in export_outputs(out) if p.resolve() == source), None)
-    if clash is not None:  # the prefill path too: even --no-prefill removes a stale file there
-        raise BadInput(f"writing {clash} would overwrite the checkpoint; choose another output path (-o)")
+    # the prefill path too: even --no-prefill removes a stale file there
+    check_apart(export_outputs(out), {"the checkpoint": checkpoint_path, **(inputs or {})})
     with claim(export_outputs(out)):
-        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl, vocab)
+        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl, vocab,
+                       max_params)
 
 
 def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefill, quantize, max_kl,
-            vocab) -> ExportResult:
-    found = read_model(checkpoint_path, vocab)
+            vocab, max_params) -> ExportResult:
+    found = read_model(checkpoint_path, vocab, max_params)
     ckpt = found.ckpt
-    model = checkpoint.build_model(ckpt)
+    model = checkpoint.build_model(ckpt, max_params)
     provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss)),
                   "source": found.kind}
     proto = export_step_graph(model, ckpt.vocab, provenance)

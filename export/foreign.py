@@ -10,7 +10,6 @@ something else is refused in one line that says what was found.
 import json
 import pickle
 import re
-import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.core.formats import vocab_problem
 from charlstm.export.unpickle import Placeholder, is_torchscript, load_archive
-from charlstm.train import checkpoint
+from charlstm.train import checkpoint, safeload
 from charlstm.train.checkpoint import Checkpoint, Record
 from charlstm.train.config import ModelConfig
 
@@ -45,9 +45,10 @@ class Foreign:
     vocab_found: bool  # the file held its vocabulary
 
 
-def read_model(path: str | Path, vocab: list[str] | None = None) -> Foreign:
+def read_model(path: str | Path, vocab: list[str] | None = None, max_params: int = limits.MAX_PARAMETERS) -> Foreign:
     """The model in `path`, with `vocab` (list of characters in id order) where the file has
-    none, or instead of the one it has."""
+    none, or instead of the one it has; a model of more than `max_params` weights is refused
+    before anything of its size is built."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
@@ -59,6 +60,7 @@ def read_model(path: str | Path, vocab: list[str] | None = None) -> Foreign:
         return Foreign(ckpt, kind, True)
     tensors, classes, found_vocab = content
     parts = find_parts(tensors, classes)
+    parts.check_size(max_params)
     chosen = vocab if vocab is not None else found_vocab
     if chosen is None:
         raise BadInput(f"{path} holds no vocabulary; give it with --vocab FILE (a JSON list of characters in id"
@@ -68,12 +70,14 @@ def read_model(path: str | Path, vocab: list[str] | None = None) -> Foreign:
 
 def _load(path: Path):
     """(CHARLSTM, None) or (kind, (tensors, module classes, vocabulary or None))."""
-    if zipfile.is_zipfile(path) and is_torchscript(path):
+    if _is_torchscript(path):
         return TORCHSCRIPT, _from_module(_restricted(path))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            content = torch.load(path, map_location="cpu", weights_only=True)
+        content = safeload.load(path)
+    except BadInput:
+        raise
+    except RecursionError:
+        raise BadInput(f"{path} nests its contents too deeply to be a model file") from None
     except pickle.UnpicklingError as e:
         if "Unsupported global" not in str(e):
             raise BadInput(f"{path} is not a readable torch file ({checkpoint.first_sentence(str(e))})") from None
@@ -93,11 +97,21 @@ def _load(path: Path):
     raise BadInput(f"{path} holds a {type(content).__name__}, not a model: save a state_dict, {SAVE_A_STATE_DICT}")
 
 
-def _restricted(path: Path):
+def _is_torchscript(path: Path) -> bool:
     try:
-        return load_archive(path)
+        return zipfile.is_zipfile(path) and is_torchscript(path)
+    except Exception:  # a damaged zip makes zipfile raise many types; torch.load will say what it is
+        return False
+
+
+def _restricted(path: Path):
+    safeload.check_archive(path)
+    try:
+        content = load_archive(path)
     except Exception as e:  # whatever a damaged or unknown archive makes the pickle machinery raise
         raise BadInput(f"{path} is a damaged or unknown torch archive ({type(e).__name__}: {str(e)[:80]})") from None
+    safeload.check_tensors(content, path)
+    return content
 
 
 def _is_tensor_dict(d) -> bool:
@@ -135,21 +149,27 @@ def _from_module(root) -> tuple[OrderedDict, dict, list[str] | None]:
     if not isinstance(root, Placeholder):
         raise BadInput(f"the file holds a {type(root).__name__}, not a model")
     tensors, classes = OrderedDict(), {}
-
-    def walk(module: Placeholder, prefix: str) -> None:
+    stack, seen = [(root, "")], set()  # depth first, in the modules' order; each module once
+    while stack:
+        module, prefix = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
         classes[prefix.rstrip(".")] = _class_name(module.qualname)
         attrs = module.attributes
-        own = {**attrs.get("_parameters", {}), **attrs.get("_buffers", {})} if "_modules" in attrs else attrs
+        modular = isinstance(attrs.get("_modules"), dict)
+        own = {**_dict(attrs.get("_parameters")), **_dict(attrs.get("_buffers"))} if modular else attrs
         for name, value in own.items():
             if torch.is_tensor(value):
-                tensors[prefix + name] = value
-        children = attrs["_modules"] if "_modules" in attrs else attrs
-        for name, child in children.items():
-            if isinstance(child, Placeholder):
-                walk(child, f"{prefix}{name}.")
-
-    walk(root, "")
+                tensors[f"{prefix}{name}"] = value
+        children = attrs["_modules"] if modular else attrs
+        stack.extend(reversed([(child, f"{prefix}{name}.") for name, child in children.items()
+                               if isinstance(child, Placeholder)]))
     return tensors, classes, _vocab_in(root.attributes)
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _class_name(qualname: str) -> str:
@@ -190,16 +210,17 @@ def as_vocab(value) -> list[str] | None:
 
 
 def _is_id(x) -> bool:
-    return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and x.isdigit())
+    return (isinstance(x, int) and not isinstance(x, bool)) or limits.decimal(x) is not None
 
 
 def vocab_from_file(path: str | Path) -> list[str]:
     """--vocab FILE: JSON, a list of characters in id order or an object character -> id."""
+    _regular("--vocab", path)
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"--vocab: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadInput(f"--vocab: {path} is not a UTF-8 JSON file ({type(e).__name__})") from None
     vocab = as_vocab(value)
     if vocab is None:
@@ -212,6 +233,7 @@ def vocab_from_corpus(path: str | Path, chars: int | None = None) -> list[str]:
     """--vocab-corpus: the sorted distinct characters of the text's first `chars` characters,
     read as a course notebook reads it: open(path, encoding="utf-8").read() (text mode, so
     CRLF and CR become \\n; a byte-order mark is a character like any other)."""
+    _regular("--vocab-corpus", path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -224,6 +246,12 @@ def vocab_from_corpus(path: str | Path, chars: int | None = None) -> list[str]:
     return sorted(set(text[:chars]))
 
 
+def _regular(flag: str, path: str | Path) -> None:
+    """A file named by a flag is read only if it is a regular file: a pipe may never end."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise BadInput(f"{flag}: {path} is not a regular file")
+
+
 # -- the three parts ----------------------------------------------------------------------------
 @dataclass
 class Parts:
@@ -231,6 +259,12 @@ class Parts:
     layers: list[dict[str, torch.Tensor]]  # per layer: weight_ih, weight_hh, bias_ih, bias_hh
     head_weight: torch.Tensor  # (V, H)
     head_bias: torch.Tensor | None
+
+    def check_size(self, max_params: int) -> None:
+        """The caps of core/limits.py, before the one-hot table or float copies are made."""
+        vocab, hidden = self.head_weight.shape
+        embed = self.embedding.shape[1] if self.embedding is not None else vocab
+        limits.check_shape(vocab, embed, hidden, len(self.layers), max_params)
 
     def checkpoint(self, vocab: list[str]) -> Checkpoint:
         size = self.head_weight.shape[0]
@@ -268,6 +302,11 @@ def find_parts(tensors: OrderedDict, classes: dict) -> Parts:
         raise BadInput(f"several recurrent stacks ({', '.join(map(repr, stacks))}): charlstm exports one"
                        " Embedding → LSTM → Linear; this file is ambiguous")
     prefix, found = next(iter(stacks.items()))
+    for name, match in found:
+        safeload.check_weight(name, tensors[name], "the model")
+        if tensors[name].dim() != (2 if match["what"] == "weight" else 1):
+            raise BadInput(f"{name} has shape {tuple(tensors[name].shape)}: an LSTM's weights are matrices and its"
+                           " biases vectors")
     layers, hidden, input_size = _lstm_layers(prefix, found, tensors, classes.get(prefix))
     rest = OrderedDict((k, v) for k, v in tensors.items() if not RECURRENT.match(k))
     first_rnn = list(tensors).index(found[0][0])
@@ -275,6 +314,8 @@ def find_parts(tensors: OrderedDict, classes: dict) -> Parts:
     size = rest[head_name].shape[0]
     embed_name = _embedding(rest, input_size, size, head_name, classes, list(tensors), first_rnn)
     used = {head_name, embed_name, head_bias} - {None}
+    for name in used:
+        safeload.check_weight(name, rest[name], "the model")
     unexpected = [k for k in rest if k not in used and not _tied_copy(rest, k, used)]
     if unexpected:
         raise BadInput(f"unexpected tensors {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}:"

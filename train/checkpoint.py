@@ -1,17 +1,19 @@
 """The checkpoint file `model.pt` (docs/formats.md): its keys are written and read here, nowhere else."""
 
 import dataclasses
+import io
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.core.files import atomic_write
 from charlstm.core.formats import CHECKPOINT_FORMAT, vocab_problem
+from charlstm.train import safeload
 from charlstm.train.config import ModelConfig
 from charlstm.train.model import CharLSTM
 
@@ -82,8 +84,10 @@ def _fields(obj) -> dict:
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     """Write a checkpoint (tensors moved to the CPU) atomically."""
+    buffer = io.BytesIO()  # torch's own writer reports a full disk as RuntimeError; a plain write, as OSError
+    torch.save(_to_cpu(ckpt.to_dict()), buffer)
     with atomic_write(path) as f:
-        torch.save(_to_cpu(ckpt.to_dict()), f)
+        f.write(buffer.getbuffer())
 
 
 def _to_cpu(x):
@@ -102,9 +106,9 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says enough
-            d = torch.load(path, map_location="cpu", weights_only=True)
+        d = safeload.load(path)
+    except BadInput:
+        raise
     except Exception as e:  # torch raises many types for truncated or foreign files
         raise BadInput(f"{path} is not a readable charlstm checkpoint ({_reason(path, e)})") from None
     if not isinstance(d, dict) or "format" not in d:
@@ -117,8 +121,8 @@ def load(path: str | Path) -> Checkpoint:
     try:
         return Checkpoint(ModelConfig.from_dict(d["config"]), list(d["vocab"]), d["state_dict"],
                           _record(d["train"]), _resume(d) if set(RESUMABLE) <= d.keys() else None)
-    except (KeyError, TypeError, ValueError) as e:
-        raise BadInput(f"{path} is not a well-formed charlstm checkpoint ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BadInput(f"{path} is not a well-formed charlstm checkpoint ({type(e).__name__}: {str(e)[:100]})") from None
 
 
 def _record(d: dict) -> Record:
@@ -150,14 +154,20 @@ def first_sentence(text: str, limit: int = 160) -> str:
     return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def build_model(ckpt: Checkpoint) -> CharLSTM:
-    """The model a checkpoint describes, with its weights, in eval mode on the CPU."""
+def build_model(ckpt: Checkpoint, max_params: int = limits.MAX_PARAMETERS) -> CharLSTM:
+    """The model a checkpoint describes, with its weights, in eval mode on the CPU; its size
+    is checked against `max_params` before it is built."""
+    ckpt.config.check_size(max_params)
+    if not isinstance(ckpt.state_dict, dict):
+        raise BadInput(f"the checkpoint's state_dict is a {type(ckpt.state_dict).__name__}, not a dict of tensors")
+    for name, value in ckpt.state_dict.items():
+        safeload.check_weight(name, value, "checkpoint")
     model = CharLSTM(ckpt.config)
     expected = model.state_dict()
     missing = [k for k in expected if k not in ckpt.state_dict]
     unexpected = [k for k in ckpt.state_dict if k not in expected]
     misshapen = [f"{k} {tuple(v.shape)} (config: {tuple(expected[k].shape)})" for k, v in ckpt.state_dict.items()
-                 if k in expected and (not torch.is_tensor(v) or v.shape != expected[k].shape)]
+                 if k in expected and v.shape != expected[k].shape]
     if missing or unexpected or misshapen:
         found = [f"missing {', '.join(missing[:5])}" if missing else "",
                  f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
