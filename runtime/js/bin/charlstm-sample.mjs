@@ -5,14 +5,20 @@
 import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import { BadInput, plural } from "../src/errors.mjs";
+import { CONTRACT } from "../src/contract.mjs";
+import { BadInput, oneLine, plural } from "../src/errors.mjs";
 import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
 import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
-import { score, stream, streamBatch } from "../src/generate.mjs";
+import { checkHeld, score, stream, streamBatch } from "../src/generate.mjs";
 import { pyFixed, pyPath } from "../src/pyformat.mjs";
 
 const PROG = "charlstm-sample";
+const LIMITS = CONTRACT.limits;
+// onnxruntime-node (1.30, Linux) matches a pattern against the process's command line with a
+// recursion per character while it creates a session: a command line of about 28,000 characters
+// or more overflows the stack and the process dies (SIGSEGV). Longer prompts come from a file.
+const MAX_ARGV = 16384;
 const DEFAULT_MODEL = fileURLToPath(new URL("../../../models/moliere.onnx", import.meta.url));
 const HELP = `Usage: ${PROG} [OPTIONS] [MODEL]
 
@@ -22,32 +28,33 @@ const HELP = `Usage: ${PROG} [OPTIONS] [MODEL]
 
 Options:
   --prime TEXT                Text to start from; - reads it from stdin. [default: none]
-  -n, --length INTEGER        Characters to generate.  [default: 500]
+  --prime-file PATH           Or: start from the text of this UTF-8 file (for long prompts).
+  -n, --length INTEGER RANGE  Characters to generate.  [default: 500; 0<=x<=1000000000]
   --temperature FLOAT         Below 1: safer text; above 1: wilder; 0: greedy.  [default: 0.8]
   --top-k INTEGER             Sample among the K most likely characters.
   --top-p FLOAT               Sample among the most likely characters totalling P.
   --greedy                    Always take the most likely character.
   --repetition-penalty FLOAT  Above 1 discourages characters of the last 32.  [default: 1.0]
   --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
-  --num-samples INTEGER       Independent samples, run as one batch.  [default: 1]
+  --num-samples INTEGER RANGE Independent samples, run as one batch.  [default: 1; 1<=x<=4096]
   --stop TEXT                 End a sample at this string (not printed); repeatable.
   --unknown [error|skip]      Characters outside the model's vocabulary: refuse, or drop them.  [default: error]
   --echo / --no-echo          Print the prompt before the text.  [default: echo]
   --score PATH                Print the model's nats per character on this text file instead of sampling.
-  --threads INTEGER RANGE     onnxruntime threads. [default: onnxruntime's]
+  --threads INTEGER RANGE     onnxruntime threads. [default: cores, at most 4]  [1<=x<=256]
   -h, --help                  Show this message and exit.
 `;
 
 // name → [key, kind]; kind: "text", "int", "float", "flag", "many" (repeatable text)
 const OPTIONS = {
-  "--prime": ["prime", "text"], "-n": ["length", "int"], "--length": ["length", "int"],
+  "--prime": ["prime", "text"], "--prime-file": ["primeFile", "text"], "-n": ["length", "int"], "--length": ["length", "int"],
   "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
   "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
   "--num-samples": ["numSamples", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
   "--echo": ["echo", "flag"], "--no-echo": ["echo", "off"], "--score": ["score", "text"], "--threads": ["threads", "int"],
 };
 // What --score does not use: given with it, they would be ignored, so they are refused.
-const GENERATION_ONLY = { prime: "--prime", length: "-n", temperature: "--temperature", topK: "--top-k",
+const GENERATION_ONLY = { prime: "--prime", primeFile: "--prime-file", length: "-n", temperature: "--temperature", topK: "--top-k",
   topP: "--top-p", greedy: "--greedy", repetitionPenalty: "--repetition-penalty", seed: "--seed",
   numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo" };
 
@@ -104,8 +111,12 @@ function rangeChecks(g) {
   if (g.seed !== undefined && g.seed < 0n) {
     throw new BadInput(`Invalid value for '--seed': ${g.seed} is not in the range x>=0. (see ${PROG} --help)`);
   }
-  if (g.threads !== undefined && g.threads < 1n) {
-    throw new BadInput(`Invalid value for '--threads': ${g.threads} is not in the range x>=1. (see ${PROG} --help)`);
+  const ranges = [["length", "'-n' / '--length'", 0, LIMITS.maxLength], ["numSamples", "'--num-samples'", 1, LIMITS.maxBatch],
+    ["threads", "'--threads'", 1, LIMITS.maxThreads]];
+  for (const [key, flag, low, high] of ranges) {
+    if (g[key] !== undefined && (g[key] < BigInt(low) || g[key] > BigInt(high))) {
+      throw new BadInput(`Invalid value for ${flag}: ${g[key]} is not in the range ${low}<=x<=${high}. (see ${PROG} --help)`);
+    }
   }
   if (g.unknown !== undefined && !["error", "skip"].includes(g.unknown)) {
     throw new BadInput(`Invalid value for '--unknown': '${g.unknown}' is not one of 'error', 'skip'. (see ${PROG} --help)`);
@@ -132,6 +143,11 @@ function readStdin() {
 let interrupted = false;
 
 async function main() {
+  const size = process.argv.slice(2).reduce((sum, arg) => sum + arg.length + 1, 0);
+  if (size > MAX_ARGV) {
+    throw new BadInput(`the command line holds ${size.toLocaleString("en-US")} characters, more than onnxruntime-node`
+      + ` survives (${MAX_ARGV.toLocaleString("en-US")} here); give a long prompt with --prime-file FILE or --prime -`);
+  }
   const parsed = parseArgs(process.argv.slice(2));
   if (parsed.help) {
     process.stdout.write(HELP);
@@ -149,7 +165,7 @@ async function main() {
     const extra = Object.entries(GENERATION_ONLY).filter(([key]) => key === "stop" ? g.stop.length : key in g)
       .map(([, flag]) => flag);
     if (extra.length) throw new BadInput(`--score measures a text and does not generate: drop ${extra.join(", ")}`);
-    return scoreFile(await Model.load(modelPath, { ort, threads }), g.score, g.unknown ?? "error");
+    return scoreFile(await Model.load(modelPath, { ort, threads, onNote }), g.score, g.unknown ?? "error");
   }
   const sampling = {
     temperature: g.temperature ?? DEFAULTS.temperature, topK: g.topK === undefined ? null : Number(g.topK),
@@ -158,9 +174,11 @@ async function main() {
   const options = samplingOptions(sampling); // checks the values before the model loads
   const length = Number(g.length ?? 500n);
   const numSamples = Number(g.numSamples ?? 1n);
-  if (length < 0 || numSamples < 1) throw new BadInput("-n must be >= 0 and --num-samples >= 1");
-  const model = await Model.load(modelPath, { ort, threads });
-  const prime = g.prime === "-" ? readStdin() : (g.prime ?? "");
+  checkHeld(length, numSamples);
+  if (g.primeFile !== undefined && g.prime) throw new BadInput("give the prompt once: --prime or --prime-file, not both");
+  const model = await Model.load(modelPath, { ort, threads, onNote });
+  const prime = g.primeFile !== undefined ? readText(g.primeFile, "--prime-file")
+    : g.prime === "-" ? readStdin() : (g.prime ?? "");
   const chosenSeed = g.seed !== undefined;
   const seed = chosenSeed ? g.seed : BigInt(Math.floor(Math.random() * 2 ** 31));
   const unknown = g.unknown ?? "error";
@@ -189,7 +207,10 @@ async function main() {
   return interrupted ? 130 : 0;
 }
 
-async function scoreFile(model, path, unknown) {
+/** A UTF-8 text file named on the command line, read as Python's read_text does (universal
+ * newlines); never a pipe or a device, whose reading may never end. */
+function readText(path, flag) {
+  if (fs.existsSync(path) && !fs.statSync(path).isFile()) throw new BadInput(`${flag}: ${pyPath(path)} is not a regular file`);
   let text;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(fs.readFileSync(path));
@@ -197,14 +218,23 @@ async function scoreFile(model, path, unknown) {
     if (e.code === "ENOENT") throw new BadInput(`text ${pyPath(path)} does not exist`);
     throw new BadInput(`cannot read ${pyPath(path)} as UTF-8 text (${e.code === "EISDIR" ? "IsADirectoryError" : "UnicodeDecodeError"})`);
   }
-  const s = await score(model, text.replace(/\r\n?/g, "\n"), unknown); // Python's read_text: universal newlines
+  return text.replace(/\r\n?/g, "\n");
+}
+
+function onNote(message) {
+  process.stderr.write(`${PROG}: note: ${oneLine(message)}\n`);
+}
+
+async function scoreFile(model, path, unknown) {
+  const text = readText(path, "--score");
+  const s = await score(model, text, unknown);
   process.stdout.write(`${pyFixed(s.natsPerChar, 4)} nats/char (${pyFixed(s.bitsPerChar, 4)} bits/char, perplexity`
     + ` ${pyFixed(s.perplexity, 3)}) over ${plural(s.chars, "character")} of ${pyPath(path)}\n`);
   return 0;
 }
 
 function fail(message, status = 2) {
-  process.stderr.write(`${PROG}: error: ${message}\n`);
+  process.stderr.write(`${PROG}: error: ${oneLine(message)}\n`);
   process.exitCode = status;
 }
 

@@ -1,9 +1,12 @@
 // Text from a model: priming, streaming generation, stop strings, batches, scoring — as
 // runtime/generate.py does it, so that the same seed gives the same text.
 
+import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { laneSeeds, SEED_LIMIT } from "./rng.mjs";
 import { Picker, samplingOptions } from "./sampler.mjs";
+
+const LIMITS = CONTRACT.limits;
 
 /** Holds back text that may be the start of a stop string; the stop itself is not emitted. */
 export class StopMatcher {
@@ -63,9 +66,11 @@ export async function streamBatch(model, prompt = "", options = {}) {
   const o = samplingOptions(sampling);
   const stops = stopStrings(stop);
   if (typeof prompt !== "string") throw new BadInput("the prompt must be a string");
-  if (!Number.isInteger(n) || !Number.isInteger(numSamples) || n < 0 || numSamples < 1) {
-    throw new BadInput("the length must be an integer >= 0 and the number of samples an integer >= 1");
+  if (!Number.isInteger(n) || !Number.isInteger(numSamples) || n < 0 || n > LIMITS.maxLength || numSamples < 1) {
+    throw new BadInput(`the length must be an integer from 0 to ${LIMITS.maxLength.toLocaleString("en-US")} and the`
+      + " number of samples an integer >= 1");
   }
+  model.checkBatch(numSamples);
   const seedValue = seed === null || seed === undefined ? randomSeed() : parseSeed(seed);
   if (state !== null && state.batch !== 1) {
     throw new BadInput("a state to continue from must have batch 1; use state.select([lane])");
@@ -76,7 +81,16 @@ export async function streamBatch(model, prompt = "", options = {}) {
   const recent = Array.from({ length: numSamples }, () => [...Array(Math.max(0, window - ids.length)).fill(-1),
     ...ids.slice(-window)]);
   const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s));
-  return steps(model, primed, n, o, pickers, recent, stops);
+  return steps(model, primed, n, o, pickers, recent, stops, Math.max(ids.length, 1));
+}
+
+/** BadInput when `numSamples` texts of `n` characters, held until the end, pass the cap (core/limits.py). */
+export function checkHeld(n, numSamples) {
+  if (numSamples > 1 && n * numSamples > LIMITS.maxHeld) {
+    throw new BadInput(`${numSamples.toLocaleString("en-US")} samples of ${n.toLocaleString("en-US")} characters, held`
+      + ` until the last one ends, pass the cap of ${LIMITS.maxHeld.toLocaleString("en-US")} characters; ask for fewer`
+      + " or shorter samples");
+  }
 }
 
 function parseSeed(seed) {
@@ -92,7 +106,7 @@ function parseSeed(seed) {
   return value;
 }
 
-async function* steps(model, primed, n, o, pickers, recent, stops) {
+async function* steps(model, primed, n, o, pickers, recent, stops, fed) {
   const batch = pickers.length;
   const V = model.vocabSize;
   const matchers = pickers.map(() => new StopMatcher(stops));
@@ -104,7 +118,7 @@ async function* steps(model, primed, n, o, pickers, recent, stops) {
     yield tokens.map((tok, b) => (matchers[b].done ? "" : matchers[b].push(model.vocab[tok])));
     if (matchers.every((m) => m.done) || t === n - 1) break;
     if (o.repetitionPenalty !== 1) tokens.forEach((tok, b) => { recent[b].shift(); recent[b].push(tok); });
-    ({ logits, state } = await model.stepUnchecked(tokens, state));
+    ({ logits, state } = await model.stepUnchecked(tokens, state, fed + t + 1));
   }
   yield matchers.map((m) => m.flush());
 }
@@ -124,8 +138,10 @@ export async function generate(model, prompt = "", options = {}) {
   return text;
 }
 
-/** `numSamples` continuations of `prompt`, computed in one batch; options as streamBatch. */
+/** `numSamples` continuations of `prompt`, computed in one batch; options as streamBatch. The
+ * texts are held until the last step: n x numSamples is at most the cap (checkHeld). */
 export async function generateBatch(model, prompt = "", options = {}) {
+  checkHeld(options.n ?? 500, options.numSamples ?? 1);
   const texts = Array(options.numSamples ?? 1).fill("");
   for await (const pieces of await streamBatch(model, prompt, options)) {
     pieces.forEach((piece, b) => { texts[b] += piece; });
@@ -142,7 +158,7 @@ export async function score(model, text, unknown = "error", chunk = 4096) {
   let total = 0;
   for (let start = 0; start < ids.length - 1; start += chunk) {
     const targets = ids.slice(start + 1, start + chunk + 1);
-    const out = await model.feed(ids.slice(start, start + targets.length), state);
+    const out = await model.feed(ids.slice(start, start + targets.length), state, chunk, start + 1);
     state = out.state;
     targets.forEach((target, t) => {
       const z = out.logits.subarray(t * V, (t + 1) * V);

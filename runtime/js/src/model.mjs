@@ -1,11 +1,14 @@
 // A charlstm ONNX model in onnxruntime (Node or web): its metadata checked against its graph,
 // its vocabulary, state and single step — the JavaScript twin of runtime/model.py.
 
+import { CONTRACT } from "./contract.mjs";
 import { BadInput, plural } from "./errors.mjs";
-import { readModelHeader } from "./protobuf.mjs";
+import { externalTensor, readModelHeader } from "./protobuf.mjs";
 import { pyRepr } from "./pyformat.mjs";
 
-export const FORMAT = "charlstm-onnx/1";
+export const FORMAT = CONTRACT.format;
+const LIMITS = CONTRACT.limits;
+const SIZE_CAPS = { num_layers: LIMITS.maxLayers, hidden_size: LIMITS.maxHidden, vocab_size: LIMITS.maxVocab };
 const INPUTS = ["tokens", "h_in", "c_in"];
 const OUTPUTS = ["logits", "h_out", "c_out"];
 const isNode = typeof process !== "undefined" && Boolean(process.versions?.node);
@@ -60,17 +63,28 @@ function vocabProblem(vocab) {
   if (!Array.isArray(vocab) || vocab.length === 0) return "the vocabulary is not a non-empty list";
   const bad = vocab.find((v) => typeof v !== "string" || codePoints(v).length !== 1);
   if (bad !== undefined) return `the vocabulary holds ${JSON.stringify(bad)}, which is not a single character`;
-  if (new Set(vocab).size !== vocab.length) return "the vocabulary holds a character more than once";
+  const lone = vocab.find((v) => /^[\ud800-\udfff]$/.test(v));
+  if (lone !== undefined) return `the vocabulary holds '\\u${lone.charCodeAt(0).toString(16)}', half of a UTF-16 pair, which no UTF-8 text holds`;
+  const seen = new Set();
+  const twice = [...new Set(vocab.filter((v) => seen.has(v) || !seen.add(v)))].sort(byCodePoint);
+  if (twice.length) return `the vocabulary holds ${twice.slice(0, 5).map(pyRepr).join(", ")} more than once`;
   return null;
 }
 
-/** The header of a step or prefill graph, checked as the Python runtime checks it. */
+/** The header of a step or prefill graph, checked as the Python runtime checks it; first of
+ * all, that the file is self-contained (no ONNX external data, which onnxruntime would read). */
 function checkedHeader(bytes, name, kind) {
   let header;
+  let external;
   try {
+    external = externalTensor(bytes);
     header = readModelHeader(bytes);
   } catch (e) {
-    throw new BadInput(`${name} is not an ONNX model (${e.message})`);
+    throw new BadInput(`${name} is not an ONNX model onnxruntime can load (${e.message})`);
+  }
+  if (external !== null) {
+    throw new BadInput(`${name} keeps the data of tensor '${external.slice(0, 78)}' in another file (ONNX external data);`
+      + " charlstm runs self-contained files only, and reads no file but the one named");
   }
   const meta = header.metadata;
   if (!("charlstm.format" in meta)) {
@@ -86,15 +100,19 @@ function checkedHeader(bytes, name, kind) {
   for (const key of ["vocab", "num_layers", "hidden_size", "vocab_size"]) {
     if (!(`charlstm.${key}` in meta)) throw new BadInput(`${name} has broken charlstm metadata (no charlstm.${key})`);
   }
-  try {
-    vocab = JSON.parse(meta["charlstm.vocab"]);
-  } catch {
-    throw new BadInput(`${name} has broken charlstm metadata (the vocabulary is not JSON)`);
-  }
   for (const key of ["num_layers", "hidden_size", "vocab_size"]) {
     const value = meta[`charlstm.${key}`];
-    if (!/^-?\d+$/.test(value.trim())) throw new BadInput(`${name} has broken charlstm metadata (charlstm.${key} is ${value})`);
-    sizes[key] = Number(value);
+    sizes[key] = /^[0-9]{1,10}$/.test(value) ? Number(value) : 0; // ASCII digits only (core/limits.py: decimal)
+    if (!(sizes[key] >= 1 && sizes[key] <= SIZE_CAPS[key])) {
+      throw new BadInput(`${name} has broken charlstm metadata (charlstm.${key} is ${JSON.stringify(value.slice(0, 40))};`
+        + ` sizes are written in ASCII digits, from 1 to ${SIZE_CAPS[key].toLocaleString("en-US")})`);
+    }
+  }
+  try {
+    vocab = JSON.parse(meta["charlstm.vocab"]);
+  } catch (e) {
+    const why = e instanceof RangeError ? "RecursionError" : "JSONDecodeError";
+    throw new BadInput(`${name} has broken charlstm metadata (charlstm.vocab is not a JSON list: ${why})`);
   }
   const problem = vocabProblem(vocab) ?? (vocab.length === sizes.vocab_size ? null
     : `charlstm.vocab_size is ${sizes.vocab_size} but the vocabulary holds ${vocab.length}`);
@@ -158,13 +176,15 @@ export class Model {
    * Load a model from its bytes, a URL, or (in Node) a path. `ort` is the onnxruntime module
    * the app uses (onnxruntime-node or onnxruntime-web; default: whichever is installed);
    * `prefill`: the prefill graph (bytes, URL or path), "auto" (Node: MODEL.prefill.onnx beside
-   * a path, when it exists) or null; `threads`: onnxruntime's intra-op threads.
+   * a path, when it exists; left aside, with a note, when it names another step graph) or null;
+   * `threads`: onnxruntime's intra-op threads (1 to 256); `onNote(message)`: what is told of a
+   * prefill graph left aside (default: console.warn).
    */
-  static async load(source, { ort, prefill = "auto", threads, sessionOptions } = {}) {
+  static async load(source, { ort, prefill = "auto", threads, sessionOptions, onNote = console.warn } = {}) {
     ort = ort ?? await defaultOrt();
     const name = typeof source === "string" || source instanceof URL ? String(source) : "<bytes>";
-    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
-      throw new BadInput(`threads must be an integer >= 1, not ${threads}`);
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= LIMITS.maxThreads)) {
+      throw new BadInput(`threads must be an integer from 1 to ${LIMITS.maxThreads}, not ${threads}`);
     }
     const options = { executionMode: "sequential", interOpNumThreads: 1, logSeverityLevel: 4, ...sessionOptions };
     threads = threads ?? (isNode ? await defaultThreads() : undefined);
@@ -174,8 +194,9 @@ export class Model {
     const header = checkedHeader(bytes, name, "step");
     const session = await open(ort, bytes, name, options);
     const model = new Model(ort, session, header, name);
-    if (prefill === "auto") prefill = await besidePath(source);
-    if (prefill) await model.#openPrefill(prefill, options);
+    const auto = prefill === "auto";
+    if (auto) prefill = await besidePath(source);
+    if (prefill) await model.#openPrefill(prefill, options, bytes, auto ? onNote : null);
     return model;
   }
 
@@ -196,20 +217,37 @@ export class Model {
     this.#index = new Map(header.vocab.map((ch, i) => [ch, i]));
   }
 
-  async #openPrefill(prefill, options) {
+  /** Open the prefill graph if it names this step graph (`stepBytes`) by sha256 (or, exported
+   * before it did, shares its checkpoint); else refuse it or, with `onNote`, leave it aside. */
+  async #openPrefill(prefill, options, stepBytes, onNote) {
     const name = typeof prefill === "string" || prefill instanceof URL ? String(prefill) : "<prefill bytes>";
     const bytes = await readBytes(prefill, "prefill graph");
     const header = checkedHeader(bytes, name, "prefill");
-    const ours = this.metadata["charlstm.checkpoint_sha256"];
-    const theirs = header.meta["charlstm.checkpoint_sha256"];
-    if (ours === undefined || theirs === undefined) {
-      throw new BadInput(`${ours === undefined ? this.name : name} has no charlstm.checkpoint_sha256, so nothing says`
-        + ` that ${name} belongs to ${this.name}; export both again, or load the model with prefill: null`);
+    const problem = await this.#pairProblem(header, name, stepBytes);
+    if (problem === null) this.#prefill = await open(this.#ort, bytes, name, options);
+    else if (onNote) onNote(`${problem}; prompts are fed one step at a time (export again to use it)`);
+    else throw new BadInput(`${problem}; export both again, or load the model with prefill: null`);
+  }
+
+  async #pairProblem(header, name, stepBytes) {
+    const named = header.meta[CONTRACT.meta.stepSha256];
+    let same;
+    if (named !== undefined) {
+      same = named === await sha256Hex(stepBytes);
+    } else {
+      const ours = this.metadata[CONTRACT.meta.checkpointSha256];
+      const theirs = header.meta[CONTRACT.meta.checkpointSha256];
+      if (ours === undefined || theirs === undefined) {
+        return `${ours === undefined ? this.name : name} has no charlstm.checkpoint_sha256, so nothing says`
+          + ` that ${name} belongs to ${this.name}`;
+      }
+      same = ours === theirs;
     }
-    if (ours !== theirs || JSON.stringify(header.vocab) !== JSON.stringify(this.vocab)) {
-      throw new BadInput(`${name} was exported from another checkpoint than ${this.name}; export both again, or delete it`);
+    const shape = [header.vocab, header.numLayers, header.hiddenSize];
+    if (!same || JSON.stringify(shape) !== JSON.stringify([this.vocab, this.numLayers, this.hiddenSize])) {
+      return `${name} was exported with another step graph than ${this.name}`;
     }
-    this.#prefill = await open(this.#ort, bytes, name, options);
+    return null;
   }
 
   get hasPrefill() {
@@ -237,8 +275,18 @@ export class Model {
     return this.#ids(ids, "ids", true).map((i) => this.vocab[i]).join("");
   }
 
-  newState(batch = 1) {
+  /** BadInput unless `batch` lanes fit the caps (core/limits.py: MAX_BATCH, MAX_STATE_FLOATS). */
+  checkBatch(batch) {
     if (!Number.isInteger(batch) || batch < 1) throw new BadInput(`batch must be an integer >= 1, not ${batch}`);
+    const most = Math.min(LIMITS.maxBatch, Math.floor(LIMITS.maxStateFloats / (this.numLayers * this.hiddenSize)));
+    if (batch > most) {
+      throw new BadInput(`a batch of ${batch.toLocaleString("en-US")} lanes is more than this model runs at once`
+        + ` (${most.toLocaleString("en-US")})`);
+    }
+  }
+
+  newState(batch = 1) {
+    this.checkBatch(batch);
     const size = this.numLayers * batch * this.hiddenSize;
     return new State(new Float32Array(size), new Float32Array(size), batch);
   }
@@ -250,15 +298,16 @@ export class Model {
     return this.#run(this.#session, tokens, [tokens.length], state);
   }
 
-  /** Feed ids to one stream: {logits: Float32Array (T, V) after each, state after the last}. */
-  async feed(ids, state = null, chunk = 4096) {
+  /** Feed ids to one stream: {logits: Float32Array (T, V) after each, state after the last};
+   * `at`: the step number of the first id in messages. */
+  async feed(ids, state = null, chunk = 4096, at = 1) {
     ids = this.#ids(ids, "ids", true);
     state = state ?? this.newState(1);
     this.#checkState(state, 1);
     const logits = new Float32Array(ids.length * this.vocabSize);
     if (this.#prefill === null) {
       for (let t = 0; t < ids.length; t++) {
-        const out = await this.#run(this.#session, [ids[t]], [1], state);
+        const out = await this.#run(this.#session, [ids[t]], [1], state, at + t);
         logits.set(out.logits, t * this.vocabSize);
         state = out.state;
       }
@@ -266,7 +315,7 @@ export class Model {
     }
     for (let start = 0; start < ids.length; start += chunk) {
       const part = ids.slice(start, start + chunk);
-      const out = await this.#run(this.#prefill, part, [part.length, 1], state);
+      const out = await this.#run(this.#prefill, part, [part.length, 1], state, at + start);
       logits.set(out.logits, start * this.vocabSize);
       state = out.state;
     }
@@ -280,12 +329,14 @@ export class Model {
     return { logits: out.logits.subarray(out.logits.length - this.vocabSize), state: out.state };
   }
 
-  /** step() for arguments known to fit (generation's own loop). */
-  async stepUnchecked(tokens, state) {
-    return this.#run(this.#session, tokens, [tokens.length], state);
+  /** step() for arguments known to fit (generation's own loop); `at` numbers the step in messages. */
+  async stepUnchecked(tokens, state, at = 1) {
+    return this.#run(this.#session, tokens, [tokens.length], state, at);
   }
 
-  async #run(session, tokens, tokenShape, state) {
+  /** One call of a graph, its outputs checked as runtime/model.py checks them: the shapes the
+   * metadata promised and finite logits. */
+  async #run(session, tokens, tokenShape, state, at = 1) {
     const T = this.#ort.Tensor;
     const dims = [this.numLayers, state.batch, this.hiddenSize];
     const feeds = {
@@ -299,7 +350,23 @@ export class Model {
     } catch (e) {
       throw new BadInput(`${this.name} failed in onnxruntime, the file may be damaged (${firstLine(e)})`);
     }
-    return { logits: out.logits.data, state: new State(out.h_out.data, out.c_out.data, state.batch) };
+    const shapes = { logits: [...tokenShape, this.vocabSize], h_out: dims, c_out: dims };
+    for (const [key, shape] of Object.entries(shapes)) {
+      const got = out[key];
+      if (got?.type !== "float32" || got.dims.join() !== shape.join() || got.data.length !== shape.reduce((a, b) => a * b)) {
+        throw new BadInput(`${this.name} gave ${key} of shape (${got?.dims?.join(", ")}) (${got?.type}) where its metadata`
+          + ` says (${shape.join(", ")}) (float32); the file is broken`);
+      }
+    }
+    const logits = out.logits.data;
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i])) {
+        const row = Math.floor(i / this.vocabSize);
+        throw new BadInput(`${this.name} gave logits that are not finite numbers (NaN or infinite) at step`
+          + ` ${at + Math.floor(row / state.batch)} of the text (lane ${row % state.batch}); the model file is broken`);
+      }
+    }
+    return { logits, state: new State(out.h_out.data, out.c_out.data, state.batch) };
   }
 
   #ids(ids, what, allowEmpty = false) {
@@ -343,6 +410,12 @@ async function besidePath(source) {
   } catch {
     return null;
   }
+}
+
+async function sha256Hex(bytes) {
+  const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
+  const digest = new Uint8Array(await subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function firstLine(e) {

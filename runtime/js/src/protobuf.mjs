@@ -115,3 +115,39 @@ export function readModelHeader(bytes) {
   }
   return header;
 }
+
+// Where tensors live (core/onnxproto.py holds the same table): message kind → {field: nested kind}.
+const SCHEMA = {
+  model: { 7: "graph", 20: "training", 25: "function" },
+  training: { 1: "graph", 2: "graph" },
+  graph: { 1: "node", 5: "tensor", 15: "sparse" },
+  node: { 5: "attribute" },
+  function: { 7: "node", 11: "attribute" },
+  attribute: { 5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse" },
+  sparse: { 1: "tensor", 2: "tensor" },
+};
+const EXTERNAL = 1; // TensorProto.data_location = EXTERNAL; TensorProto.external_data is field 13
+
+/** The name of the first tensor anywhere in the model that keeps its data in another file ("" if
+ * unnamed), or null: onnxruntime would read that file, so a runtime refuses the model first. */
+export function externalTensor(bytes) {
+  const stack = [["model", 0, bytes.length]];
+  while (stack.length) {
+    const [kind, start, end] = stack.pop();
+    if (kind === "tensor") {
+      let name = "";
+      let external = false;
+      for (const f of fields(bytes, start, end)) {
+        if (f.field === 8 && f.wire === 2) name = new TextDecoder().decode(bytes.subarray(f.start, f.end));
+        if ((f.field === 14 && f.wire === 0 && f.value === EXTERNAL) || f.field === 13) external = true;
+      }
+      if (external) return name;
+      continue;
+    }
+    for (const f of fields(bytes, start, end)) {
+      const nested = SCHEMA[kind][f.field];
+      if (nested && f.wire === 2) stack.push([nested, f.start, f.end]);
+    }
+  }
+  return null;
+}

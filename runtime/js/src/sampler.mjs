@@ -1,6 +1,7 @@
 // Choosing the next character from logits, exactly as docs/formats.md specifies (and as the
 // Python runtime's sampler.py does): penalty, greedy, temperature, top-k, top-p, draw.
 
+import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { SplitMix64 } from "./rng.mjs";
 
@@ -23,10 +24,12 @@ export function samplingOptions(given = {}) {
     [o.topK === null || (Number.isInteger(o.topK) && o.topK >= 1), "top-k must be at least 1"],
     [o.topP === null || (o.topP > 0 && o.topP <= 1), "top-p must be in (0, 1]"],
     [o.repetitionPenalty >= 1e-6 && o.repetitionPenalty <= 1e6, "repetition penalty must be between 1e-06 and 1e+06"],
-    [Number.isInteger(o.repetitionWindow) && o.repetitionWindow >= 1, "repetition window must be at least 1"],
+    [Number.isInteger(o.repetitionWindow) && o.repetitionWindow >= 1 && o.repetitionWindow <= CONTRACT.limits.maxWindow,
+      `repetition window must be from 1 to ${CONTRACT.limits.maxWindow}`],
   ];
+  if (typeof o.greedy !== "boolean") throw new BadInput(`greedy must be True or False, not ${o.greedy}`);
   for (const [ok, message] of checks) if (!ok) throw new BadInput(message);
-  o.greedy = Boolean(o.greedy) || o.temperature === 0;
+  o.greedy = o.greedy || o.temperature === 0;
   return Object.freeze(o);
 }
 

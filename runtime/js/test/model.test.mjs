@@ -63,9 +63,9 @@ test("token ids, states and options are checked before onnxruntime", async () =>
   await assert.rejects(generate(model, "abc", { n: 5, seed: -1 }), /seed must be >= 0/);
   await assert.rejects(generate(model, "abc", { n: 5, seed: 2n ** 64n }), /below 2\^64/);
   await assert.rejects(generate(model, "abz", { n: 5 }), /1 character not in the model's vocabulary: 'z'/);
-  await assert.rejects(generate(model, "abc", { n: -1 }), /length must be an integer >= 0/);
+  await assert.rejects(generate(model, "abc", { n: -1 }), /length must be an integer from 0 to 1,000,000,000/);
   await assert.rejects(score(model, "a"), /at least 2 known characters/);
-  await assert.rejects(Model.load(MODELS.tiny, { ort, threads: 0 }), /threads must be an integer >= 1/);
+  await assert.rejects(Model.load(MODELS.tiny, { ort, threads: 0 }), /threads must be an integer from 1 to 256/);
 });
 
 test("generation: same seed same text, a plain stop string is one stop, skipped characters", async () => {
