@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+from charlstm.core.errors import BadInput
 from charlstm.core.files import check_apart
 
 LATEST = ".last"  # model.pt → model.last.pt, the resumable checkpoint
@@ -35,9 +36,17 @@ def prefill_path(step: str | Path) -> Path:
     return step.with_name(step.name.removesuffix(ONNX) + PREFILL)
 
 
+def _named(out: str | Path) -> Path:
+    """An output path that names a file (not '' or a folder's '.'), as every derived name needs."""
+    if not Path(out).name:
+        raise BadInput(f"the output path {str(out)!r} names no file; choose a file name (-o model.pt)")
+    return Path(out)
+
+
 def train_outputs(out: str | Path) -> list[Path]:
     """Every file a training run writing `out` writes: the best and the resumable checkpoints, the curve."""
-    return [Path(out), latest_path(out), curve_path(out)]
+    out = _named(out)
+    return [out, latest_path(out), curve_path(out)]
 
 
 def check_train_paths(corpus, out, resume=None) -> None:
@@ -51,4 +60,5 @@ def check_train_paths(corpus, out, resume=None) -> None:
 
 def export_outputs(out: str | Path) -> list[Path]:
     """Every file an export writing `out` writes, or removes (a prefill graph it does not replace)."""
-    return [Path(out), prefill_path(out)]
+    out = _named(out)
+    return [out, prefill_path(out)]
