@@ -245,8 +245,9 @@ def _lock(target: Path, holder: str) -> int:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:  # not a file an ending run just removed
                 break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{holder}, since {time.strftime('%H:%M:%S')}".encode())
+    with contextlib.suppress(OSError):  # who holds it is a courtesy: a full disk does not stop the run here
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder}, since {time.strftime('%H:%M:%S')}".encode())
     return fd
 
 

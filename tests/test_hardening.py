@@ -358,7 +358,7 @@ def test_standard_input_that_is_not_utf8(tiny_onnx):
 
 @pytest.mark.slow
 def test_ctrl_c_during_several_samples_prints_what_each_had(tiny_onnx):
-    proc = subprocess.Popen([str(BIN / "charlstm-sample"), str(tiny_onnx), "--prime", "ab", "-n", "100000000",
+    proc = subprocess.Popen([str(BIN / "charlstm-sample"), str(tiny_onnx), "--prime", "ab", "-n", "2500000",
                              "--num-samples", "4", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(3)

@@ -370,3 +370,24 @@ def test_the_javascript_contract_is_generated_from_core():
     assert contract.JS_MODULE.read_text(encoding="utf-8") == contract.js_module(), \
         "run python -m charlstm.core.contract"
     assert json.loads(json.dumps(contract.contract()))["limits"]["maxThreads"] == 256
+
+
+@as_root
+def test_a_full_disk_is_one_line_exit_1_and_the_old_files_stay(tiny_corpus, tiny_checkpoint, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (disk / "m.pt").write_text("the old checkpoint")
+        (disk / "m.onnx").write_text("the old model")
+        for proc in (run_cli("charlstm-train", tiny_corpus, "-o", disk / "m.pt", "--hidden-size", 16, "--max-steps", 2,
+                             "--seq-len", 8, "--batch-size", 4, "--no-progress"),
+                     run_cli("charlstm-export", tiny_checkpoint, "-o", disk / "m.onnx", "--no-prefill")):
+            assert proc.returncode == 1, proc.stderr
+            assert [line for line in proc.stderr.splitlines() if "error" in line] == [proc.stderr.splitlines()[-1]]
+            assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+        assert (disk / "m.pt").read_text() == "the old checkpoint" and (disk / "m.onnx").read_text() == "the old model"
+        assert sorted(os.listdir(disk)) == ["m.onnx", "m.pt"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -28,10 +28,13 @@ export class State {
 export interface LoadOptions {
   /** The onnxruntime the app uses; default: onnxruntime-node, else onnxruntime-web. */
   ort?: Ort;
-  /** The prefill graph; "auto": MODEL.prefill.onnx beside a path (Node), when it exists; null: none. */
+  /** The prefill graph; "auto": MODEL.prefill.onnx beside a path (Node), when it exists and names
+   * this step graph (else left aside, with a note); null: none. */
   prefill?: Source | "auto" | null;
-  /** onnxruntime's intra-op threads (Node); in the browser, set ort.env.wasm.numThreads. */
+  /** onnxruntime's intra-op threads (Node), 1 to 256; in the browser, set ort.env.wasm.numThreads. */
   threads?: number;
+  /** Told when a prefill graph beside the model is left aside; default: console.warn. */
+  onNote?: (message: string) => void;
   /** Passed to InferenceSession.create as they are, over charlstm's defaults. */
   sessionOptions?: object;
 }
@@ -56,11 +59,13 @@ export class Model {
   readonly startToken: number;
   encode(text: string, unknown?: "error" | "skip"): number[];
   decode(ids: Iterable<number>): string;
+  /** BadInput unless a batch of this many lanes fits the caps (4096 lanes, 2^26 numbers per state array). */
+  checkBatch(batch: number): void;
   newState(batch?: number): State;
   /** One character for each of the state's streams. */
   step(tokens: Iterable<number>, state: State): Promise<StepResult>;
   /** Feed ids to one stream: the logits after each, the state after the last. */
-  feed(ids: Iterable<number>, state?: State | null, chunk?: number): Promise<StepResult>;
+  feed(ids: Iterable<number>, state?: State | null, chunk?: number, at?: number): Promise<StepResult>;
   /** Feed a prompt's ids to one stream: the logits [vocabSize] after the last. */
   prime(ids: number[], state?: State | null): Promise<StepResult>;
 }
