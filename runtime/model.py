@@ -221,9 +221,8 @@ class Model:
             if out.shape != shape or out.dtype != np.float32:
                 raise BadInput(f"{self.name} gave {name} of shape {out.shape} ({out.dtype}) where its metadata says"
                                f" {shape} (float32); the file is broken")
-        finite = np.isfinite(outputs[0]).all(axis=-1)  # (T, B) or (B,)
-        if not finite.all():
-            where = np.argwhere(~finite.reshape(-1, lead[-1]))[0]
+        if not np.isfinite(outputs[0]).all():
+            where = np.argwhere(~np.isfinite(outputs[0]).all(axis=-1).reshape(-1, lead[-1]))[0]  # (step, lane)
             raise BadInput(f"{self.name} gave logits that are not finite numbers (NaN or infinite) at step"
                            f" {at + where[0]} of the text (lane {where[1]}); the model file is broken")
         return outputs
