@@ -1,4 +1,4 @@
-"""Files: sha256, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
+"""Files: reading one once, sha256, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
 
 import contextlib
 import errno
@@ -31,6 +31,27 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_regular(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of the regular file `path` (`what` names it in messages), read once: the file
+    is checked as it is opened (a pipe or a device may never end), not looked up before."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {what} {path} ({e.strerror})") from None
+    kind = _kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise BadInput(f"{what} {path} is {kind if kind.startswith('a ') else 'something else'}, not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise BadInput(f"cannot read {what} {path} ({e.strerror})") from None
 
 
 def _kind(mode: int) -> str | None:

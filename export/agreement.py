@@ -14,6 +14,7 @@ ATOL = 1e-4
 RTOL = 1e-5
 MAX_KL = 0.01  # int8: mean KL(torch || onnx) per character, in nats; ~ the loss it may add
 STEPS = 300  # autoregressive steps per validation scenario
+MAX_STEPS = 100_000  # what --steps accepts: 2 x 2 x 100,000 steps is hours of validation already
 
 
 def worst_element(ours, reference, atol: float = ATOL, rtol: float = RTOL) -> tuple[tuple, float, float, float]:

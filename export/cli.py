@@ -19,6 +19,8 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
   charlstm-export sd.pt --vocab-corpus moliere.txt --vocab-corpus-chars 100000
   charlstm-export whole_model.pt --vocab stoi.json     # torch.save(model), read without its code
   charlstm-export notebook.pt                          # {'model': state_dict, 'chars': chars}
+  charlstm-export char_rnn.pt                          # {'state_dict': ..., 'tokens': chars}
+  charlstm-export epoch=9.ckpt --vocab-key itos        # Lightning; the file holds two vocabularies
 """
 
 
@@ -27,8 +29,11 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
 @click.option("--vocab", "vocab_file", type=click.Path(path_type=Path), default=None,
-              help="The vocabulary of a model whose file has none: JSON, a list of characters in id order or an"
-                   " object character -> id.")
+              help="The vocabulary of a model whose file has none: JSON (a list of characters in id order, or a"
+                   " mapping either way) or text (one character per line in id order, a line break written \\n).")
+@click.option("--vocab-key", default=None, metavar="NAME",
+              help="Which of the file's vocabularies to use, where it holds several different ones (the name or"
+                   " dotted path the error lists).")
 @click.option("--vocab-corpus", type=click.Path(path_type=Path), default=None,
               help="Or: the sorted distinct characters of this UTF-8 text (read in text mode, as"
                    " sorted(set(open(TEXT).read()[:N])) does).")
@@ -51,29 +56,27 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
 @click.option("--max-params", type=click.IntRange(min=1), default=limits.MAX_PARAMETERS, show_default=True,
               help="The largest model read, in parameters (a guard against files that ask for more than a machine"
                    " holds).")
-def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, vocab_corpus: Path | None,
-            vocab_corpus_chars: int | None, atol: float, rtol: float, steps: int, validate: bool, prefill: bool,
-            quantize: str | None, max_kl: float, max_params: int):
+def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, vocab_key: str | None,
+            vocab_corpus: Path | None, vocab_corpus_chars: int | None, atol: float, rtol: float, steps: int,
+            validate: bool, prefill: bool, quantize: str | None, max_kl: float, max_params: int):
     """Export a model to one self-contained single-step ONNX file.
 
     CHECKPOINT is a charlstm checkpoint, or an Embedding -> nn.LSTM -> Linear model trained
-    elsewhere: a state_dict, a dict holding one (and perhaps its vocabulary), a whole pickled
-    model (read without running its code) or a TorchScript file."""
+    elsewhere: a state_dict, a dict holding one and perhaps its vocabulary (a Lightning .ckpt
+    too), a whole pickled model (read without running its code) or a TorchScript file. For such
+    a file it prints what it read, part by part, before the validation."""
     clikit.require_extra(PROG, "torch", "onnx")
-    from charlstm.export import foreign
-    from charlstm.export.exporter import ValidationFailed, export
+    from charlstm.export.exporter import ExportOptions, ValidationFailed, export
 
-    vocab = _vocabulary(vocab_file, vocab_corpus, vocab_corpus_chars, foreign)
+    options = ExportOptions(validate, atol, rtol, steps, prefill, quantize, max_kl, max_params,
+                            _vocabulary(vocab_file, vocab_corpus, vocab_corpus_chars), vocab_key)
     try:
-        result = export(checkpoint, output, validate_graph=validate, atol=atol, steps=steps, prefill=prefill,
-                        quantize=quantize, max_kl=max_kl, rtol=rtol, vocab=vocab, max_params=max_params,
-                        inputs={"--vocab": vocab_file, "--vocab-corpus": vocab_corpus})
+        result = export(checkpoint, output, options, inputs={"--vocab": vocab_file, "--vocab-corpus": vocab_corpus})
     except ValidationFailed as e:
         click.echo(e.report.table(), err=True)
         clikit.fail(PROG, f"validation failed for {', '.join(e.report.failed)}; nothing was written", EXIT_FAILED)
-    if result.source != foreign.CHARLSTM:
-        given = "its own" if result.vocab_found else f"{len(vocab)} characters from --vocab{'-corpus' * bool(vocab_corpus)}"
-        click.echo(f"read {checkpoint} as a {result.source}; vocabulary: {given}", err=True)
+    for line in result.conversion:
+        click.echo(line, err=True)
     if result.report is not None:
         click.echo(f"validation: torch vs onnxruntime, {steps} steps x (zero, random state) x (batch 1, 4)",
                    err=True)
@@ -83,14 +86,16 @@ def command(checkpoint: Path, output: Path | None, vocab_file: Path | None, voca
                + (f" and {result.prefill}" if result.prefill else ""))
 
 
-def _vocabulary(vocab_file, vocab_corpus, chars, foreign) -> list[str] | None:
+def _vocabulary(vocab_file, vocab_corpus, chars):
+    from charlstm.export import vocabulary
+
     if vocab_file and vocab_corpus:
         raise BadInput("give the vocabulary once: --vocab or --vocab-corpus, not both")
     if chars is not None and vocab_corpus is None:
         raise BadInput("--vocab-corpus-chars goes with --vocab-corpus")
     if vocab_file:
-        return foreign.vocab_from_file(vocab_file)
-    return foreign.vocab_from_corpus(vocab_corpus, chars) if vocab_corpus else None
+        return vocabulary.vocab_from_file(vocab_file)
+    return vocabulary.vocab_from_corpus(vocab_corpus, chars) if vocab_corpus else None
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """`model.pt` → `model.onnx`: export, check, validate against torch, then write atomically."""
 
+import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,13 +12,14 @@ from charlstm.core import formats as fmt
 from charlstm.core import limits
 from charlstm.core.artifacts import export_outputs, onnx_path, prefill_path
 from charlstm.core.errors import BadInput
-from charlstm.core.files import atomic_write, check_apart, claim, sha256_file
+from charlstm.core.files import atomic_write, check_apart, claim
 from charlstm.core.onnxproto import check_self_contained
-from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
+from charlstm.export.agreement import ATOL, MAX_KL, MAX_STEPS, RTOL, STEPS
 from charlstm.export.foreign import CHARLSTM, read_model
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
 from charlstm.export.quantize import quantize_int8
 from charlstm.export.validation import Report, validate
+from charlstm.export.vocabulary import Vocabulary, as_vocab, problem
 from charlstm.train import checkpoint
 
 
@@ -28,6 +31,52 @@ class ValidationFailed(Exception):
         self.report = report
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a model is exported and checked: charlstm-export's flags, each checked here."""
+
+    validate: bool = True  # run the graphs in onnxruntime beside torch before writing them
+    atol: float = ATOL  # |torch - onnxruntime| may reach atol + rtol * |torch|
+    rtol: float = RTOL
+    steps: int = STEPS  # autoregressive steps per validation scenario
+    prefill: bool = True  # also write the prefill graph beside the step graph
+    quantize: str | None = None  # None or "int8"
+    max_kl: float = MAX_KL  # int8: the largest mean KL divergence from torch, nats/char
+    max_params: int = limits.MAX_PARAMETERS  # the largest model read
+    vocab: Vocabulary | None = None  # for a file without one (characters in id order are made a Vocabulary)
+    vocab_key: str | None = None  # which of the file's vocabularies, where it holds several
+
+    def __post_init__(self) -> None:
+        if self.vocab is not None and not isinstance(self.vocab, Vocabulary):
+            given = as_vocab(self.vocab, "the vocabulary given")
+            if given is None:
+                raise BadInput(f"the vocabulary given is not one: {problem(self.vocab)}")
+            object.__setattr__(self, "vocab", given)
+        checks = [
+            (all(isinstance(x, bool) for x in (self.validate, self.prefill)), "validate and prefill must be True or False"),
+            (all(_is_number(x) and x >= 0 for x in (self.atol, self.rtol, self.max_kl)),
+             "--atol, --rtol and --max-kl must be numbers >= 0"),
+            (_is_int(self.steps) and 1 <= self.steps <= MAX_STEPS, f"--steps must be an integer from 1 to {MAX_STEPS:,}"),
+            (self.quantize in (None, "int8"), f"--quantize must be int8, not {self.quantize!r}"),
+            (_is_int(self.max_params) and self.max_params >= 1, "--max-params must be an integer of at least 1"),
+            (self.vocab_key is None or (isinstance(self.vocab_key, str) and self.vocab_key != ""),
+             "--vocab-key must be a name"),
+            (self.vocab is None or self.vocab_key is None, "give --vocab-key or a vocabulary (--vocab, --vocab-corpus),"
+                                                           " not both"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BadInput(message)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 @dataclass
 class ExportResult:
     path: Path
@@ -36,64 +85,58 @@ class ExportResult:
     report: Report | None  # None with validate=False
     prefill: Path | None = None  # the prefill graph written beside, if any
     source: str = CHARLSTM  # what the file was: export.foreign's kinds
-    vocab_found: bool = True  # the vocabulary came from the file, not from `vocab`
+    vocab_found: bool = True  # the vocabulary came from the file, not from the options
+    conversion: tuple[str, ...] = ()  # for a foreign file: what it was read as (foreign.conversion)
 
 
-def export(checkpoint_path: str | Path, out: str | Path | None = None, *, validate_graph: bool = True,
-           atol: float = ATOL, steps: int = STEPS, prefill: bool = True, quantize: str | None = None,
-           max_kl: float = MAX_KL, rtol: float = RTOL, vocab: list[str] | None = None,
-           max_params: int = limits.MAX_PARAMETERS, inputs: dict | None = None) -> ExportResult:
-    """Export a model to the single-step ONNX graph (and, with `prefill`, the sequence graph
-    beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
+def export(checkpoint_path: str | Path, out: str | Path | None = None, options: ExportOptions | None = None, *,
+           inputs: dict | None = None, **overrides) -> ExportResult:
+    """Export a model to the single-step ONNX graph (and, with `options.prefill`, the sequence
+    graph beside it: model.prefill.onnx); raises ValidationFailed (and writes nothing) when
     onnxruntime and torch disagree by more than atol + rtol * |torch| or, with quantize="int8",
     when the next-character distributions differ by more than `max_kl` nats per character.
 
     `checkpoint_path` is a charlstm checkpoint or a model trained elsewhere (export.foreign: a
-    state_dict, a dict holding one, a pickled model, TorchScript); `vocab` (characters in id
-    order) gives the vocabulary of a file that has none. A model of more than `max_params`
-    weights is refused before it is built. `inputs` names other files the export read (the
-    CLI's vocabulary files): like the checkpoint, none of them is ever an output."""
-    if not (atol >= 0 and rtol >= 0 and max_kl >= 0):
-        raise BadInput("--atol, --rtol and --max-kl must be >= 0")
-    if quantize not in (None, "int8"):
-        raise BadInput(f"--quantize must be int8, not {quantize!r}")
-    out = Path(out or onnx_path(checkpoint_path, quantize))
+    state_dict, a dict holding one, a pickled model, TorchScript), read once. `options`
+    (default ExportOptions()) with the fields named in `overrides` replaced say how; `inputs`
+    names other files the export read (the CLI's vocabulary files): like the checkpoint, none
+    of them is ever an output."""
+    options = dataclasses.replace(options or ExportOptions(), **overrides)
+    out = Path(out or onnx_path(checkpoint_path, options.quantize))
     # the prefill path too: even --no-prefill removes a stale file there
     check_apart(export_outputs(out), {"the checkpoint": checkpoint_path, **(inputs or {})})
     with claim(export_outputs(out)):
-        return _export(checkpoint_path, out, validate_graph, atol, rtol, steps, prefill, quantize, max_kl, vocab,
-                       max_params)
+        return _export(checkpoint_path, out, options)
 
 
-def _export(checkpoint_path, out: Path, validate_graph, atol, rtol, steps, prefill, quantize, max_kl,
-            vocab, max_params) -> ExportResult:
-    found = read_model(checkpoint_path, vocab, max_params)
+def _export(checkpoint_path, out: Path, options: ExportOptions) -> ExportResult:
+    found = read_model(checkpoint_path, options.vocab, options.vocab_key, options.max_params)
     ckpt = found.ckpt
-    model = checkpoint.build_model(ckpt, max_params)
-    provenance = {"checkpoint_sha256": sha256_file(checkpoint_path), "val_loss": repr(float(ckpt.train.val_loss)),
+    model = checkpoint.build_model(ckpt, options.max_params)
+    provenance = {"checkpoint_sha256": found.sha256, "val_loss": repr(float(ckpt.train.val_loss)),
                   "source": found.kind}
     proto = export_step_graph(model, ckpt.vocab, provenance)
     check_graph(proto)
     ops = op_inventory(proto)
     data, prefill_data = proto.SerializeToString(), None
-    if prefill:
+    if options.prefill:
         prefill_proto = export_prefill_graph(model, ckpt.vocab, provenance)
         check_graph(prefill_proto)
         prefill_data = prefill_proto.SerializeToString()
-    if quantize:
+    if options.quantize:
         data, prefill_data = quantize_int8(data), prefill_data and quantize_int8(prefill_data)
         ops = op_inventory(onnx.load_from_string(data))
     report = None
-    if validate_graph:
-        report = validate(model, data, atol=atol, steps=steps, prefill_bytes=prefill_data,
-                          max_kl=max_kl if quantize else None, rtol=rtol)
+    if options.validate:
+        report = validate(model, data, atol=options.atol, steps=options.steps, prefill_bytes=prefill_data,
+                          max_kl=options.max_kl if options.quantize else None, rtol=options.rtol)
     if report is not None and not report.ok:
         raise ValidationFailed(report)
     if prefill_data is not None:
         prefill_data = _naming_step(prefill_data, data)
     _write_pair(out, data, prefill_data)
     return ExportResult(out, len(data), ops, report, prefill_path(out) if prefill_data else None, found.kind,
-                        found.vocab_found)
+                        found.vocab_found, found.report)
 
 
 def _naming_step(prefill_data: bytes, data: bytes) -> bytes:

@@ -8,6 +8,7 @@ the class's or the function's code (no __reduce__ callable, no __setstate__, no 
 """
 
 import collections
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -27,11 +28,23 @@ class Placeholder:
 
     qualname = "?"
 
-    def __init__(self, *args, **kwargs):
+    def __new__(cls, *args, **kwargs):  # also what pickle's NEWOBJ calls, which skips __init__
+        self = super().__new__(cls)
         self.args, self.state = args, None
+        self.items, self.elements = {}, []  # what a dict or list subclass's pickle put in it
+        return self
 
     def __setstate__(self, state):
         self.state = state
+
+    def __setitem__(self, key, value):
+        self.items[key] = value
+
+    def append(self, value):
+        self.elements.append(value)
+
+    def extend(self, values):
+        self.elements.extend(values)
 
     def __call__(self, *args, **kwargs):  # what a placeholder function returned, called in turn
         return Placeholder(*args)
@@ -44,6 +57,11 @@ class Placeholder:
         """The object's attributes as the pickle gave them (a module's __dict__)."""
         state = self.state[0] if isinstance(self.state, tuple) and self.state else self.state
         return state if isinstance(state, dict) else {}
+
+    @property
+    def contents(self) -> list:
+        """Everything the pickle put in the object: attributes, items, elements, arguments."""
+        return [self.attributes, self.items, self.elements, list(self.args)]
 
 
 def _placeholder_class(module: str, name: str) -> type:
@@ -82,8 +100,6 @@ SAFE = {
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
-        import io
-
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.storages = archive, prefix, {}
 
@@ -105,15 +121,19 @@ class _Unpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def load_archive(path: str | Path):
-    """The object a torch.save (zip format) or torch.jit.save file holds, read safely.
-    Raises zipfile.BadZipFile, KeyError or pickle.UnpicklingError for other files."""
-    with zipfile.ZipFile(path) as archive:
+def load_archive(data: bytes):
+    """The object a torch.save (zip format) or torch.jit.save file holds, read safely from its
+    bytes. Raises zipfile.BadZipFile, KeyError or pickle.UnpicklingError for other files."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
         prefix = pkl.rsplit("/", 1)[0]
         return _Unpickler(archive.read(pkl), archive, prefix).load()
 
 
-def is_torchscript(path: str | Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return any(n.count("/") == 1 and n.endswith("/constants.pkl") for n in archive.namelist())
+def is_torchscript(data: bytes) -> bool:
+    """A zip holding a TorchScript archive (its constants.pkl); False for anything else."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return any(n.count("/") == 1 and n.endswith("/constants.pkl") for n in archive.namelist())
+    except Exception:  # a damaged zip makes zipfile raise many types; torch.load will say what it is
+        return False

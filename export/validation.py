@@ -52,6 +52,41 @@ class Report:
         return "\n".join(lines)
 
 
+class Tally:
+    """The running worst difference of each output and the running KL divergence of one validation."""
+
+    def __init__(self, names, judged: bool, atol: float, rtol: float):
+        self.worst = {n: Worst(n, judged=judged) for n in names}
+        self.tolerance = (atol, rtol)
+        self.kl_sum, self.kl_count = 0.0, 0
+
+    def track(self, name: str, ours: torch.Tensor, theirs: np.ndarray, where) -> None:
+        """Keep the worst element of output `name` relative to its allowance; where(index) says
+        where it is."""
+        i, diff, allowed, ratio = worst_element(theirs, ours.numpy(), *self.tolerance)  # torch is the reference
+        w = self.worst[name]
+        if ratio > w.ratio:
+            w.max_abs, w.limit, w.ratio, w.where = diff, allowed, ratio, where(i)
+
+    def refused(self, names, where: str) -> None:
+        """The runtime refused what onnxruntime gave (logits that are not finite, say): those outputs fail."""
+        for name in names:
+            w = self.worst[name]
+            w.judged, w.max_abs, w.ratio, w.where = True, math.inf, math.inf, f"{where}: refused by the runtime"
+
+    def add_kl(self, p: torch.Tensor, theirs: np.ndarray) -> None:
+        """KL(torch || onnxruntime) of each lane's next-character distribution: torch's
+        log-probabilities `p` and onnxruntime's logits, (B, V) each."""
+        q = torch.log_softmax(torch.from_numpy(theirs).double(), -1)
+        self.kl_sum += float((p.exp() * (p - q)).sum())
+        self.kl_count += p.shape[0]
+
+    def report(self, max_kl: float | None) -> Report:
+        mean = self.kl_sum / self.kl_count if self.kl_count else math.nan
+        kl_row = Worst(KL, max_kl is not None, mean, max_kl or 0.0, "mean over all steps and lanes")
+        return Report(list(self.worst.values()) + [kl_row])
+
+
 def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = ATOL, steps: int = STEPS,
              batches: tuple[int, ...] = (1, 4), seed: int = 0, prefill_bytes: bytes | None = None,
              max_kl: float | None = None, rtol: float = RTOL) -> Report:
@@ -64,34 +99,14 @@ def validate(model: CharLSTM, onnx_bytes: bytes, atol: float = ATOL, steps: int 
     model = model.eval()
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     names = list(fmt.OUTPUT_NAMES) + ([f"prefill {n}" for n in fmt.OUTPUT_NAMES] if prefill_bytes else [])
-    worst = {n: Worst(n, judged=max_kl is None) for n in names}
-    tolerance = (atol, rtol)
-    kl = [0.0, 0]  # sum, count
+    tally = Tally(names, max_kl is None, atol, rtol)
     for batch in batches:
         for start in ("zero", "random"):
             h, c = _initial_state(model, batch, start, rng)
-            _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, f"batch {batch}, {start} state")
+            _run(model, runtime, h, c, steps, gen, tally, f"batch {batch}, {start} state")
     for start in ("zero", "random") if prefill_bytes else ():
-        _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start)
-    kl_row = Worst(KL, max_kl is not None, kl[0] / kl[1] if kl[1] else math.nan, max_kl or 0.0,
-                   "mean over all steps and lanes")
-    return Report(list(worst.values()) + [kl_row])
-
-
-def _track(worst: dict, name: str, ours: torch.Tensor, theirs: np.ndarray, tolerance, where) -> None:
-    """Keep the worst element of output `name` relative to its allowance; where(index) says
-    where it is."""
-    i, diff, allowed, ratio = worst_element(theirs, ours.numpy(), *tolerance)  # torch is the reference
-    if ratio > worst[name].ratio:
-        w = worst[name]
-        w.max_abs, w.limit, w.ratio, w.where = diff, allowed, ratio, where(i)
-
-
-def _refused(worst: dict, names, where: str) -> None:
-    """The runtime refused what onnxruntime gave (logits that are not finite, say): those outputs fail."""
-    for name in names:
-        w = worst[name]
-        w.judged, w.max_abs, w.ratio, w.where = True, math.inf, math.inf, f"{where}: refused by the runtime"
+        _run_prefill(model, runtime, steps, gen, rng, tally, start)
+    return tally.report(max_kl)
 
 
 def _initial_state(model: CharLSTM, batch: int, start: str, rng: np.random.Generator):
@@ -102,7 +117,7 @@ def _initial_state(model: CharLSTM, batch: int, start: str, rng: np.random.Gener
 
 
 @torch.no_grad()
-def _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, scenario) -> None:
+def _run(model, runtime, h, c, steps, gen, tally: Tally, scenario) -> None:
     batch = h.shape[1]
     tokens = torch.randint(model.config.vocab_size, (batch,), generator=gen)
     state = runtime.new_state(batch)
@@ -112,19 +127,17 @@ def _run(model, runtime, h, c, steps, gen, worst, kl, tolerance, scenario) -> No
         try:
             ort_logits, state = runtime.step(tokens.numpy(), state)
         except BadInput:
-            return _refused(worst, fmt.OUTPUT_NAMES, f"{scenario}, step {step}")
+            return tally.refused(fmt.OUTPUT_NAMES, f"{scenario}, step {step}")
         for name, ours, theirs, lane_axis in ((fmt.OUTPUT_LOGITS, logits[0], ort_logits, 0),
                                               (fmt.OUTPUT_H, h, state.h, 1), (fmt.OUTPUT_C, c, state.c, 1)):
-            _track(worst, name, ours, theirs, tolerance, lambda i: f"{scenario}, step {step}, lane {i[lane_axis]}")
+            tally.track(name, ours, theirs, lambda i: f"{scenario}, step {step}, lane {i[lane_axis]}")
         p = torch.log_softmax(logits[0].double(), -1)
-        q = torch.log_softmax(torch.from_numpy(ort_logits).double(), -1)
-        kl[0] += float((p.exp() * (p - q)).sum())
-        kl[1] += batch
+        tally.add_kl(p, ort_logits)
         tokens = torch.multinomial(p.exp(), 1, generator=gen)[:, 0]
 
 
 @torch.no_grad()
-def _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start) -> None:
+def _run_prefill(model, runtime, steps, gen, rng, tally: Tally, start) -> None:
     """The prefill graph over a random sequence (two chunks of odd length) against torch."""
     h, c = _initial_state(model, 1, start, rng)
     tokens = torch.randint(model.config.vocab_size, (steps,), generator=gen)
@@ -135,7 +148,7 @@ def _run_prefill(model, runtime, steps, gen, rng, worst, tolerance, start) -> No
     try:
         ours, state = runtime.feed(tokens.numpy(), state, chunk=steps // 2 + 1)
     except BadInput:
-        return _refused(worst, [f"prefill {n}" for n in fmt.OUTPUT_NAMES], scenario)
-    _track(worst, "prefill logits", logits[:, 0], ours, tolerance, lambda i: f"{scenario}, step {i[0]}")
-    _track(worst, "prefill h_out", h2, state.h, tolerance, lambda i: f"{scenario}, layer {i[0]}")
-    _track(worst, "prefill c_out", c2, state.c, tolerance, lambda i: f"{scenario}, layer {i[0]}")
+        return tally.refused([f"prefill {n}" for n in fmt.OUTPUT_NAMES], scenario)
+    tally.track("prefill logits", logits[:, 0], ours, lambda i: f"{scenario}, step {i[0]}")
+    tally.track("prefill h_out", h2, state.h, lambda i: f"{scenario}, layer {i[0]}")
+    tally.track("prefill c_out", c2, state.c, lambda i: f"{scenario}, layer {i[0]}")

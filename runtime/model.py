@@ -17,6 +17,7 @@ from charlstm.core import formats as fmt
 from charlstm.core import limits
 from charlstm.core.artifacts import prefill_path
 from charlstm.core.errors import BadInput, Note, plural
+from charlstm.core.files import read_regular
 from charlstm.core.onnxproto import check_self_contained
 
 
@@ -363,15 +364,7 @@ def _check_io(session: ort.InferenceSession, name: str, kind: str, layers: int, 
 
 def _file_bytes(source, name: str) -> bytes:
     """The bytes of a model file (a path, or bytes as they are): a regular file, read once."""
-    if isinstance(source, bytes):
-        return source
-    path = Path(source)
-    if not path.is_file():  # a pipe or a device is not a model file, and reading one may never end
-        raise BadInput(f"model {path} does not exist" if not path.exists() else f"model {path} is not a file")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise BadInput(f"cannot read model {path} ({e.strerror})") from None
+    return source if isinstance(source, bytes) else read_regular(source, "model")
 
 
 def _open_session(data: bytes, name, threads, session_options, providers, spin_after_run=True) -> ort.InferenceSession:

@@ -89,7 +89,7 @@ def test_batch_axis_is_dynamic(exported):
 
 
 def test_export_is_deterministic(tiny_checkpoint, tmp_path):
-    a = export(tiny_checkpoint, tmp_path / "a.onnx", validate_graph=False)
+    a = export(tiny_checkpoint, tmp_path / "a.onnx", validate=False)
     b = export(tiny_checkpoint, tmp_path / "b.onnx")
     assert a.path.read_bytes() == b.path.read_bytes()
 
@@ -168,9 +168,9 @@ def test_bad_inputs(tiny_checkpoint, tmp_path):
     ckpt.state_dict["head.bias"][2] = float("nan")
     save_checkpoint(diverged, ckpt)
     assert_bad_input(run_cli("charlstm-export", tmp_path / "nope.pt"), "does not exist")
-    assert_bad_input(run_cli("charlstm-export", tmp_path), "not a file")
-    assert_bad_input(run_cli("charlstm-export", text), "not a readable charlstm checkpoint")
-    assert_bad_input(run_cli("charlstm-export", truncated), "not a readable charlstm checkpoint")
+    assert_bad_input(run_cli("charlstm-export", tmp_path), "is a directory, not a regular file")
+    assert_bad_input(run_cli("charlstm-export", text), "not a readable model file")
+    assert_bad_input(run_cli("charlstm-export", truncated), "not a readable model file")
     assert_bad_input(run_cli("charlstm-export", future), "charlstm-checkpoint/9")
     assert_bad_input(run_cli("charlstm-export", diverged), "NaN or infinite weights (head.bias)")
     assert_bad_input(run_cli("charlstm-export", tiny_checkpoint, "-o", tmp_path / "no" / "m.onnx"), "does not exist")
@@ -203,7 +203,7 @@ def test_quantizing_leaves_the_applications_logging_alone(tiny_checkpoint, tmp_p
     before = root.level
     root.setLevel(logging.INFO)
     try:
-        export(tiny_checkpoint, tmp_path / "q.onnx", quantize="int8", validate_graph=False, prefill=False)
+        export(tiny_checkpoint, tmp_path / "q.onnx", quantize="int8", validate=False, prefill=False)
         assert root.level == logging.INFO
     finally:
         root.setLevel(before)

@@ -11,7 +11,8 @@ import torch
 from charlstm.core import formats as fmt
 from charlstm.core.errors import BadInput
 from charlstm.export import export
-from charlstm.export.foreign import as_vocab, read_model, vocab_from_corpus
+from charlstm.export.foreign import read_model
+from charlstm.export.vocabulary import as_vocab, vocab_from_corpus
 from charlstm.runtime import Model, generate, score
 from conftest import ROOT, assert_bad_input, markov_text, run_cli
 
@@ -70,7 +71,7 @@ def test_every_kind_exports_and_samples_as_the_original(models, tmp_path, name):
 def test_no_code_of_the_pickle_runs(models, tmp_path):
     folder, _, _ = models
     marker = folder / "pwned.txt"
-    export(folder / "evil.pt", tmp_path / "m.onnx", validate_graph=False, vocab=list("abcdef\n\ufeff"))
+    export(folder / "evil.pt", tmp_path / "m.onnx", validate=False, vocab=list("abcdef\n\ufeff"))
     assert not marker.exists()
     evil = tmp_path / "evil_only.pt"  # the same object alone: torch's full unpickler does run it
     code = (f"import sys, torch; sys.path.insert(0, {str(SCRIPT.parent)!r}); from foreign_models import Evil;"
@@ -90,7 +91,15 @@ def test_a_foreign_model_is_first_class(models, tmp_path):
     proc = run_cli("charlstm-export", folder / "sd.pt", "-o", out, "--vocab-corpus", corpus,
                    "--vocab-corpus-chars", CORPUS_CHARS, "--steps", 50)
     assert proc.returncode == 0, proc.stderr
-    assert "read " in proc.stderr and "as a state_dict; vocabulary: 8 characters from --vocab-corpus" in proc.stderr
+    params = sum(t.numel() for t in torch.load(folder / "sd.pt").values())
+    assert proc.stderr.startswith(
+        "read sd.pt as a state_dict\n"
+        "  embedding: embedding.weight (8, 48)\n"
+        "  LSTM: lstm, 2 layers of 48 units, 48 inputs\n"
+        "  output: fc.weight (8, 48) + fc.bias\n"
+        "  vocabulary: --vocab-corpus corpus.txt, its first 100,000 characters, 8 characters in code-point order\n"
+        f"  as charlstm: vocab_size 8, embed_dim 48, hidden_size 48, num_layers 2 ({params:,} parameters)\n"
+        "validation: "), proc.stderr
     assert Model(out).has_prefill
     ref = refs["course"]
     sample = run_cli("charlstm-sample", out, "--prime", ref["prompt"], "-n", len(ref["greedy"]), "--greedy")
@@ -136,18 +145,18 @@ def test_vocabulary_refusals(models, tmp_path):
 
 
 def test_the_vocabulary_forms():
-    chars = list("ab\n")
-    assert as_vocab(chars) == as_vocab("ab\n") == chars
-    assert as_vocab({"a": 0, "b": 1, "\n": 2}) == as_vocab({"0": "a", "1": "b", "2": "\n"}) == chars
-    assert as_vocab({0: "a", 1: "b", 2: "\n"}) == chars
+    chars = tuple("ab\n")
+    assert as_vocab(list(chars)).chars == as_vocab("ab\n").chars == as_vocab(chars).chars == chars
+    assert as_vocab({"a": 0, "b": 1, "\n": 2}).chars == as_vocab({"0": "a", "1": "b", "2": "\n"}).chars == chars
+    assert as_vocab({0: "a", 1: "b", 2: "\n"}).chars == chars
     assert as_vocab({"a": 0, "b": 2}) is None and as_vocab(["ab"]) is None and as_vocab(3) is None
 
 
 def test_the_course_reads_its_text_in_text_mode(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes("\ufeffba\r\nc\rd".encode())
-    assert vocab_from_corpus(path) == ["\n", "a", "b", "c", "d", "\ufeff"], "BOM kept, CRLF and CR read as \\n"
-    assert vocab_from_corpus(path, 3) == ["a", "b", "\ufeff"]
+    assert vocab_from_corpus(path).chars == ("\n", "a", "b", "c", "d", "\ufeff"), "BOM kept, CRLF and CR read as \\n"
+    assert vocab_from_corpus(path, 3).chars == ("a", "b", "\ufeff")
 
 
 def test_a_charlstm_checkpoint_keeps_its_vocabulary(tiny_checkpoint, tmp_path):

@@ -248,7 +248,7 @@ def test_the_cli_refuses_wrong_metadata_in_one_line(tiny_onnx, tiny_corpus, tmp_
 
 
 def test_a_prefill_beside_a_step_graph_it_does_not_name_is_left_aside_with_a_note(tiny_checkpoint, tmp_path):
-    step = export(tiny_checkpoint, tmp_path / "m.onnx", validate_graph=False).path
+    step = export(tiny_checkpoint, tmp_path / "m.onnx", validate=False).path
     expected = generate(Model(step, prefill=None), "ab", 20, seed=3)
     edit_metadata(step, step, **{"charlstm.checkpoint_sha256": None})  # other bytes: not the step graph it names
     with pytest.warns(Note, match="m.prefill.onnx was exported with another step graph than .*; prompts are fed one"):
@@ -270,7 +270,7 @@ def test_a_checkpoint_with_a_bad_vocabulary_is_not_exported(tiny_checkpoint, tmp
     ckpt.vocab = vocab
     save_checkpoint(tmp_path / "bad.pt", ckpt)
     with pytest.raises(BadInput, match=words):
-        export(tmp_path / "bad.pt", tmp_path / "bad.onnx", validate_graph=False)
+        export(tmp_path / "bad.pt", tmp_path / "bad.onnx", validate=False)
     assert not (tmp_path / "bad.onnx").exists()
 
 

@@ -68,7 +68,7 @@ def random_model(layers, hidden, embed, vocab=40, seed=0) -> CharLSTM:
 
 def save_and_export(model: CharLSTM, vocab: list[str], folder) -> Model:
     save_checkpoint(folder / "m.pt", Checkpoint.of(model, vocab))
-    return Model(export(folder / "m.pt", folder / "m.onnx", validate_graph=False).path)
+    return Model(export(folder / "m.pt", folder / "m.onnx", validate=False).path)
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_score_and_text_agree_with_and_without_prefill(pair, tiny_corpus):
 def test_a_prefill_from_another_checkpoint_is_refused(pair, tiny_corpus, tmp_path):
     step, prefill = pair
     other = train_tiny(tiny_corpus, tmp_path / "other.pt", train_args={"seed": 5})
-    other_pair = export(other.best, tmp_path / "other.onnx", validate_graph=False)
+    other_pair = export(other.best, tmp_path / "other.onnx", validate=False)
     with pytest.raises(BadInput, match="another step graph"):
         Model(step, prefill=other_pair.prefill)
     with pytest.raises(BadInput, match="prefill graph; give the step graph"):

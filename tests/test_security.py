@@ -79,7 +79,7 @@ def test_external_data_is_refused_before_onnxruntime_reads_it(tiny_onnx, tmp_pat
 def test_an_exported_file_is_self_contained(tiny_checkpoint, tmp_path):
     from charlstm.core.onnxproto import external_tensor
 
-    result = export(tiny_checkpoint, tmp_path / "m.onnx", validate_graph=False)
+    result = export(tiny_checkpoint, tmp_path / "m.onnx", validate=False)
     assert external_tensor(result.path.read_bytes()) is None and external_tensor(result.prefill.read_bytes()) is None
 
 
@@ -352,9 +352,9 @@ def test_long_prompts_come_from_a_file_and_a_huge_command_line_is_refused_in_nod
 
 # -- 9. pairs left half-written ---------------------------------------------------------------------
 def test_a_step_graph_written_without_its_prefill_graph_runs_alone_in_both_runtimes(tiny_checkpoint, tmp_path):
-    export(tiny_checkpoint, tmp_path / "m.onnx", validate_graph=False)
+    export(tiny_checkpoint, tmp_path / "m.onnx", validate=False)
     (tmp_path / "other").mkdir()
-    other = export(tiny_checkpoint, tmp_path / "other" / "m.onnx", validate_graph=False, quantize="int8")
+    other = export(tiny_checkpoint, tmp_path / "other" / "m.onnx", validate=False, quantize="int8")
     shutil.copy(other.path, tmp_path / "m.onnx")  # as if killed between the step graph and the prefill graph
     for proc in (run_cli("charlstm-sample", tmp_path / "m.onnx", "--prime", "ab", "-n", 10, "--seed", 2),
                  node_cli(tmp_path / "m.onnx", "--prime", "ab", "-n", 10, "--seed", 2)):

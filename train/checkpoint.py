@@ -11,7 +11,7 @@ import torch
 
 from charlstm.core import limits
 from charlstm.core.errors import BadInput
-from charlstm.core.files import atomic_write
+from charlstm.core.files import atomic_write, read_regular
 from charlstm.core.formats import CHECKPOINT_FORMAT, vocab_problem
 from charlstm.train import safeload
 from charlstm.train.config import ModelConfig
@@ -103,16 +103,20 @@ def _to_cpu(x):
 def load(path: str | Path) -> Checkpoint:
     """Read and check a charlstm checkpoint; never unpickles arbitrary objects."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
+    data = read_regular(path, "checkpoint")
     try:
-        d = safeload.load(path)
+        d = safeload.load(data, path)
     except BadInput:
         raise
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise BadInput(f"{path} is not a readable charlstm checkpoint ({_reason(path, e)})") from None
+        raise BadInput(f"{path} is not a readable charlstm checkpoint ({reason(data, e)})") from None
     if not isinstance(d, dict) or "format" not in d:
         raise BadInput(f"{path} is not a charlstm checkpoint (no 'format' key)")
+    return from_content(d, path)
+
+
+def from_content(d: dict, path: Path) -> Checkpoint:
+    """The checkpoint in what torch.load read from `path`: a dict with a `format` key."""
     if d["format"] != CHECKPOINT_FORMAT:
         raise BadInput(f"{path} has format {d['format']!r}; this charlstm reads {CHECKPOINT_FORMAT!r}")
     missing = set(REQUIRED) - d.keys()
@@ -133,16 +137,14 @@ def _resume(d: dict) -> Resume:
     return Resume(optimizer=d["optimizer"], rng=d["rng"], **d["resume"])
 
 
-def _reason(path: Path, e: Exception) -> str:
-    """Why torch could not read `path`, in a few words a user can act on."""
+def reason(data: bytes, e: Exception) -> str:
+    """Why torch could not read a file of these bytes, in a few words a user can act on."""
     unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
     if unsafe:
         return f"it holds a pickled {unsafe.group(1)}, and charlstm loads tensors and plain data only"
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PK\x03\x04":  # torch.save's zip container
+    if data[:4] == b"PK\x03\x04":  # torch.save's zip container
         return "it is truncated or damaged: torch cannot read its zip archive"
-    if not head.startswith(b"\x80"):
+    if not data.startswith(b"\x80"):
         return "it is not a file written by torch.save"
     return f"it is a plain pickle, not a checkpoint of tensors and plain data ({first_sentence(str(e))})"
 

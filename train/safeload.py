@@ -6,6 +6,7 @@ over billions of elements (a view that any copy turns into real memory). Both ar
 here, with the caps of core/limits.py, for every torch file charlstm reads.
 """
 
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,35 +19,36 @@ from charlstm.core.errors import BadInput
 MAX_OBJECTS = 1_000_000  # containers and values looked at in one file
 
 
-def check_archive(path: Path) -> None:
+def check_archive(data: bytes, path: Path) -> None:
     """BadInput if a zip (torch.save's container) says it unpacks to far more than its size.
     Files that are not zips pass: torch decides what they are."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError):
         return
-    if unpacked > limits.unpack_cap(path.stat().st_size):
-        raise BadInput(f"{path} says it unpacks to {unpacked:,} bytes from {path.stat().st_size:,}: torch files are"
+    if unpacked > limits.unpack_cap(len(data)):
+        raise BadInput(f"{path} says it unpacks to {unpacked:,} bytes from {len(data):,}: torch files are"
                        " stored, not compressed, so this is not one charlstm reads")
 
 
-def load(path: Path):
-    """torch.load(path, weights_only=True) after check_archive, every tensor then checked (check_tensor).
-    Raises what torch raises for files it cannot read."""
-    check_archive(path)
+def load(data: bytes, path: Path):
+    """torch.load(weights_only=True) of a file's bytes after check_archive, every tensor then
+    checked (check_tensor). Raises what torch raises for files it cannot read."""
+    check_archive(data, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's notes on pickle protocols: our messages say enough
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    check_tensors(content, path)
+        content = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    check_tensors(content, path, len(data))
     return content
 
 
-def check_tensors(content, path: Path) -> None:
+def check_tensors(content, path: Path, size: int) -> None:
     """BadInput for any tensor within `content` (dicts, lists, tuples, objects' attributes as
-    placeholders give them) that check_tensor refuses; looks at MAX_OBJECTS things at most."""
+    placeholders give them) that check_tensor refuses, or for tensors of more bytes than a file
+    of `size` bytes holds; looks at MAX_OBJECTS things at most."""
     stack, seen, total = [content], set(), 0
-    cap = limits.unpack_cap(path.stat().st_size)
+    cap = limits.unpack_cap(size)
     while stack:
         value = stack.pop()
         if id(value) in seen:
@@ -58,14 +60,14 @@ def check_tensors(content, path: Path) -> None:
             check_tensor(value, path)
             total += value.numel() * value.element_size()
             if total > cap:  # views that share their data, many times over
-                raise BadInput(f"{path} holds tensors of {total:,} bytes or more from a file of {path.stat().st_size:,};"
+                raise BadInput(f"{path} holds tensors of {total:,} bytes or more from a file of {size:,};"
                                " it is not a model file charlstm reads")
         elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
-        elif hasattr(value, "attributes"):  # export/unpickle.py's placeholders
-            stack.append(value.attributes)
+        elif hasattr(value, "contents"):  # export/unpickle.py's placeholders
+            stack.extend(value.contents)
 
 
 def check_tensor(t: torch.Tensor, path: Path) -> None:
