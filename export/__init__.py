@@ -7,7 +7,7 @@
 from charlstm.core.errors import BadInput
 from charlstm.core.lazy import lazy_exports
 
-_API = {"export": "exporter", "ExportResult": "exporter", "ValidationFailed": "exporter",
+_API = {"export": "exporter", "ExportOptions": "exporter", "ExportResult": "exporter", "ValidationFailed": "exporter",
         "validate": "validation", "Report": "validation", "export_step_graph": "onnx_graph"}
 __all__ = sorted([*_API, "BadInput"])
 __getattr__ = lazy_exports(__name__, _API)

@@ -221,8 +221,11 @@ def conversion(found: Description, parts: Parts, vocab: Vocabulary) -> tuple[str
     output += f" + {names['output bias']}" if names["output bias"] else ", no bias"
     lines = [f"read {found.path.name} as {source}", f"  embedding: {embedding}", f"  LSTM: {lstm}",
              f"  output: {output}"]
-    if parts.tied:
-        lines.append("  tied: " + ", ".join(f"{copy} is {of}" for copy, of in parts.tied))
+    tied = [f"{copy} is {of}" for copy, of in parts.tied]
+    if parts.embedding is not None and parts.embedding.shape == parts.head_weight.shape:
+        tied += [f"{names['output']} is {names['embedding']}"] if torch.equal(parts.embedding, parts.head_weight) else []
+    if tied:
+        lines.append(f"  tied: {', '.join(tied)}")
     if parts.start:
         lines.append(f"  initial state: {', '.join(parts.start)}: zeros, the state charlstm starts from")
     embed = parts.embedding.shape[1] if parts.embedding is not None else size

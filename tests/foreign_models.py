@@ -6,7 +6,10 @@ The course notebook's class `lstm` (Embedding(V, H) → nn.LSTM(H, H, L) → Lin
 vocabulary sorted(set(text[:100000])) of the text read in text mode) trained with its loop
 (batch 1, chunks of 100, Adam) for a few dozen chunks; PyTorch's word_language_model RNNModel
 (encoder / rnn / decoder, tied weights, log_softmax output); a model fed one-hot characters
-(no Embedding; batch_first, no biases); and models charlstm must refuse. The classes live in
+(no Embedding; batch_first, no biases); the most copied char-RNN tutorial's CharRNN (one-hot,
+batch_first, a dropout module, its `tokens` tuple in set order); a char-LM keeping zero initial
+states as parameters, with a vocabulary file that writes <eos> for the line break; a
+Lightning-style .ckpt; and models charlstm must refuse. The classes live in
 __main__, as in a notebook, so that a pickled model names a class nobody can import. Writes
 the files to FOLDER and, in FOLDER/reference.json, each model's own greedy text and loss.
 """
@@ -60,6 +63,78 @@ class OneHot(nn.Module):  # no Embedding: one-hot characters into a batch-first 
     def forward(self, x, hidden=None):  # (T, 1) → (T, 1, V), as the others
         out, hidden = self.rnn(F.one_hot(x.t(), self.vocab).float(), hidden)
         return self.out(out).transpose(0, 1), hidden
+
+
+class CharRNN(nn.Module):  # the most copied char-RNN tutorial's class, as it is written
+    def __init__(self, tokens, n_hidden=256, n_layers=2, drop_prob=0.5, lr=0.001):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.n_layers = n_layers
+        self.n_hidden = n_hidden
+        self.lr = lr
+        self.chars = tokens
+        self.int2char = dict(enumerate(self.chars))
+        self.char2int = {ch: ii for ii, ch in self.int2char.items()}
+        self.lstm = nn.LSTM(len(self.chars), n_hidden, n_layers, dropout=drop_prob, batch_first=True)
+        self.dropout = nn.Dropout(drop_prob)
+        self.fc = nn.Linear(n_hidden, len(self.chars))
+
+    def forward(self, x, hidden):  # one-hot (B, T, V) → (B·T, V)
+        r_output, hidden = self.lstm(x, hidden)
+        out = self.dropout(r_output)
+        out = out.contiguous().view(-1, self.n_hidden)
+        return self.fc(out), hidden
+
+
+class FromIds(nn.Module):  # what the tutorial's predict() does around CharRNN, as the others' interface
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, hidden=None):  # (T, 1) ids → (T, 1, V)
+        if hidden is None:
+            hidden = tuple(torch.zeros(self.net.n_layers, 1, self.net.n_hidden) for _ in range(2))
+        out, hidden = self.net(F.one_hot(x.t(), len(self.net.chars)).float(), hidden)
+        return out[:, None], hidden
+
+
+class CharLM(nn.Module):  # a char-LM that keeps its initial state as parameters (detached: they stay zero)
+    def __init__(self, vocab_size, emb, hidden, layers):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb)
+        self.rnn = nn.LSTM(emb, hidden, layers, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(layers, 1, hidden))
+        self.c0 = nn.Parameter(torch.zeros(layers, 1, hidden))
+        self.proj = nn.Linear(hidden, vocab_size)
+
+    def forward(self, x, hidden=None):  # (T, 1) → (T, 1, V)
+        if hidden is None:
+            hidden = (self.h0.detach(), self.c0.detach())
+        out, hidden = self.rnn(self.emb(x.t()), hidden)
+        return self.proj(out).transpose(0, 1), hidden
+
+
+class Lit(nn.Module):  # a LightningModule holding the course's model as `model` (its state_dict: model.*)
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+
+class AttributeDict(dict):  # how older PyTorch Lightning saved hyper_parameters: a dict subclass
+    pass
+
+
+def lightning(model: nn.Module, hyper_parameters) -> dict:
+    """What PyTorch Lightning's checkpoint connector writes for a module `Lit(model)`."""
+    adam = torch.optim.Adam(model.parameters())
+    return {"epoch": 2, "global_step": 120, "pytorch-lightning_version": "2.4.0",
+            "state_dict": Lit(model).state_dict(),
+            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 3, "completed": 2}}}},
+            "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
+                "monitor": "val_loss", "best_model_score": torch.tensor(1.25), "best_model_path": "/runs/epoch=2.ckpt",
+                "dirpath": "/runs", "best_k_models": {"/runs/epoch=2.ckpt": torch.tensor(1.25)}}},
+            "optimizer_states": [adam.state_dict()], "lr_schedulers": [],
+            "hparams_name": "kwargs", "hyper_parameters": hyper_parameters}
 
 
 class Evil:
@@ -141,6 +216,29 @@ def main() -> None:
     refs["onehot"] = reference(onehot, chars, score_text)
     torch.save(onehot.state_dict(), folder / "onehot.pt")
 
+    tokens = tuple(set(text[:CHARS]))  # the tutorial's vocabulary: in set order, not sorted
+    ids_by_token = torch.tensor([tokens.index(c) for c in text[:CHARS]])
+    char_rnn = CharRNN(tokens, n_hidden=32, n_layers=2, drop_prob=0.3)
+    course_train(FromIds(char_rnn), ids_by_token, chunks=20)
+    refs["char_rnn"] = reference(FromIds(char_rnn), list(tokens), score_text)
+    torch.save({"n_hidden": char_rnn.n_hidden, "n_layers": char_rnn.n_layers, "state_dict": char_rnn.state_dict(),
+                "tokens": char_rnn.chars}, folder / "char_rnn.pt")
+    torch.save(char_rnn, folder / "char_rnn_whole.pt")
+
+    charlm = CharLM(len(chars), 16, 32, 2)
+    course_train(charlm, ids, chunks=20)
+    refs["charlm"] = reference(charlm, chars, score_text)
+    torch.save(charlm, folder / "charlm.pt")
+    eos = ["<eos>" if c == "\n" else "<space>" if c == " " else c for c in chars]
+    (folder / "charlm_vocab.txt").write_text("".join(f"{token}\n" for token in eos), encoding="utf-8")
+    with torch.no_grad():
+        charlm.h0.normal_()  # as if its training had learned a start state
+    torch.save(charlm, folder / "charlm_learned.pt")
+
+    torch.save(lightning(course, {"vocab": chars, "hidden": 48, "layers": 2, "lr": 5e-3}), folder / "lightning.ckpt")
+    torch.save(lightning(course, AttributeDict(itos=dict(enumerate(chars)), hidden=48)), folder / "lightning_old.ckpt")
+    torch.save({"state_dict": sd, "chars": chars, "itos": chars[::-1], "lr": 5e-3}, folder / "two_vocabs.pt")
+
     refused = {
         "gru.pt": {"embedding.weight": torch.zeros(5, 4), **{k: v for k, v in nn.GRU(4, 6).state_dict().items()},
                    "fc.weight": torch.zeros(5, 6), "fc.bias": torch.zeros(5)},
@@ -151,6 +249,7 @@ def main() -> None:
         "two_lstms.pt": {**{f"a.{k}": v for k, v in nn.LSTM(4, 6).state_dict().items()},
                          **{f"b.{k}": v for k, v in nn.LSTM(4, 6).state_dict().items()}},
         "extra_layer.pt": {**sd, "norm.weight": torch.ones(48), "norm.bias": torch.zeros(48)},
+        "hidden_buffer.pt": {**sd, "hidden": torch.rand(2, 64, 48)},  # the last batch's state, stashed
         "no_model.pt": {"epoch": 3, "notes": "hello"},
     }
     for name, content in refused.items():

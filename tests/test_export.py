@@ -1,5 +1,6 @@
 """Export: the ONNX contract, metadata, op inventory, determinism, validation, bad input."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from charlstm.export import ValidationFailed, export, validate
 from charlstm.export.onnx_graph import OPSET, check_graph, op_inventory
 from charlstm.core import formats as fmt
-from charlstm.train import build_model, load_checkpoint, save_checkpoint
+from charlstm.train import Checkpoint, CharLSTM, ModelConfig, build_model, load_checkpoint, save_checkpoint
 from conftest import assert_bad_input, blocked_env, run_cli, train_tiny
 
 CONFIGS = {  # (layers, hidden, embed): embed != hidden in each
@@ -226,3 +227,24 @@ def test_int8_export(tiny_corpus, tmp_path):
     assert model.has_prefill and model.vocab == list("abcdef")
     assert len(generate(model, "abc", 50, seed=0)) == 50
     assert_bad_input(run_cli("charlstm-export", ckpt, "--quantize", "int4"), "--quantize")
+
+
+# sha256 of the step and prefill graphs, fp32 and int8, that the exporter of commit 01c8bdb (before
+# issue 19's rework of the reader) wrote for the checkpoint below, with torch 2.13.0 and onnx 1.23.
+PINNED = {None: ("7f09dbef1fd8e096faf61997cadb2095d751387d5bbc3d93aba3ea0c17fd34b0",
+                 "f1877178effb8e3070b0e6e4af174e0e307f39886a40131d85f0bd75f0929924"),
+          "int8": ("d61087da4a70dee6deb20ea2054db3fe9740239fbd2577d5f3cb2534bc5e0bd7",
+                   "a48f8f6d6c86f997f47cd8fea96b0eb931c457603fd60df546e72e7ca48c53b3")}
+
+
+@pytest.mark.skipif(not (torch.__version__.startswith("2.13.0") and onnx.__version__.startswith("1.23.")),
+                    reason="the pinned bytes were written by torch 2.13.0 and onnx 1.23")
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_charlstm_checkpoint_exports_to_the_same_bytes_as_before(tmp_path, quantize):
+    """Changes to how files are read must not change what is written for our own checkpoints."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, Checkpoint.of(CharLSTM(ModelConfig(6, 4, 8, 2, 0.0)), list("ab\ncde")))
+    result = export(ckpt, tmp_path / "m.onnx", quantize=quantize, validate=False)
+    digests = tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (result.path, result.prefill))
+    assert digests == PINNED[quantize]
