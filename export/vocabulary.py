@@ -68,6 +68,8 @@ def as_vocab(value, origin: str = "the vocabulary") -> Vocabulary | None:
 
 
 def _tokens(value) -> tuple[list | None, str]:
+    if isinstance(value, (str, list, tuple, dict)) and len(value) > limits.MAX_VOCAB:
+        return None, ""  # longer than any vocabulary: never copied (a file's long string stays a string)
     if isinstance(value, str):
         return list(value), IN_ID_ORDER
     if isinstance(value, (list, tuple)):
