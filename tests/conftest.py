@@ -6,11 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One thread for torch here and in every CLI the tests run (charlstm-train's default follows
+# OMP_NUM_THREADS), so that the suite runs as fast beside other work as on an idle machine;
+# tests that measure threads set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from charlstm.export.agreement import worst_element
-from shared_corpus import MOLIERE, ROOT
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from charlstm.export.agreement import worst_element  # noqa: E402
+from shared_corpus import MOLIERE, ROOT  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -52,6 +52,7 @@ class Resume:
     h: torch.Tensor | None  # (L, B, H), the carried lane state; None at an epoch's start
     c: torch.Tensor | None
     threads: int | None = None  # torch's intra-op threads: another count sums in another order
+    average: list | None = None  # with TrainOptions.ema: the averaged weights, in parameters() order
 
 
 @dataclass

@@ -48,6 +48,13 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--seed", TrainOptions, click.IntRange(0, SEED_LIMIT - 1), "Seed for initialisation, dropout and data order.")
 @_opt("--precision", TrainOptions, click.Choice(["fp32", "bf16"]),
       "bf16: bfloat16 autocast, about 1.7x faster on CPUs with AVX512-BF16 and on GPUs.")
+@_opt("--embed-dropout", TrainOptions, float, "Drop whole characters: rows of the embedding, per step.")
+@_opt("--input-dropout", TrainOptions, float, "Locked dropout (one mask per lane and chunk) on the embedding output.")
+@_opt("--hidden-dropout", TrainOptions, float, "Locked dropout between LSTM layers.")
+@_opt("--output-dropout", TrainOptions, float, "Locked dropout on the last LSTM output.")
+@_opt("--weight-drop", TrainOptions, float, "DropConnect on the recurrent matrices (weight_hh), per step.")
+@_opt("--ema", TrainOptions, float, "Validate and keep an exponential moving average of the weights with this"
+      " decay (0: none).")
 @click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
               help="Keep CR and CRLF line ends as they are. [default: read them as \\n]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -57,13 +64,19 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
               help="Where the corpus's prepared token ids are cached. [default: beside the corpus]")
 @click.option("--max-params", type=click.IntRange(min=1), default=limits.MAX_PARAMETERS, show_default=True,
               help="The largest model built, in parameters (a guard against sizes a machine cannot hold).")
+@click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS), default=None,
+              help="torch's intra-op threads. [default: a resumed run's; else OMP_NUM_THREADS; else the cores"
+                   " idle when the run starts]")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
 def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_dir: Path | None, progress: bool,
-            max_params: int, **chosen):
+            max_params: int, threads: int | None, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint.
 
     Under torchrun (torchrun --nproc_per_node=N -m charlstm.train ...) each process trains a
     share of the lanes; rank 0 writes the files and prints."""
+    from charlstm.train.threads import prepare_environment
+
+    prepare_environment()  # before torch is imported
     clikit.require_extra(PROG, "torch", "tqdm")
     from charlstm.train.distributed import from_environment, quiet_unless_main
 
@@ -74,20 +87,20 @@ def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_
     ranks, torch_device = from_environment(device)
     try:  # before any work; the run claims them again, as the API does
         with claim(train_outputs(output)) if ranks.main else contextlib.nullcontext():
-            _train(corpus, output, str(torch_device), ranks, resume, cache_dir, progress, chosen, max_params)
+            _train(corpus, output, str(torch_device), ranks, resume, cache_dir, progress, chosen, max_params, threads)
     finally:
         ranks.close()
 
 
 def _train(corpus: Path, output: Path, device: str, ranks, resume: Path | None, cache_dir: Path | None,
-           progress: bool, chosen: dict, max_params: int) -> None:
+           progress: bool, chosen: dict, max_params: int, threads: int | None) -> None:
     from charlstm.train.trainer import Diverged, Interrupted, Trainer
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     picked = {k: v for k, v in chosen.items() if v is not None}
     trainer = Trainer(corpus, {k: v for k, v in picked.items() if k in model_fields},
                       {k: v for k, v in picked.items() if k not in model_fields}, device, resume, cache_dir, ranks,
-                      max_params)
+                      max_params, threads)
     _describe(trainer)
     try:
         result = trainer.run(output, progress)
@@ -126,7 +139,8 @@ def _describe(trainer) -> None:
     where = f" x {ranks.world} processes" if ranks.world > 1 else ""
     click.echo(f"{plural(len(corpus.vocab), 'character')} in the vocabulary, {len(corpus.train_ids):,}"
                f" training / {len(corpus.val_ids):,} validation characters (ids {cache}: {corpus.cache});"
-               f" model {c.num_layers} x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}{where};"
+               f" model {c.num_layers} x {c.hidden_size} ({n_params:,} parameters) on {trainer.device.type}{where}"
+               f" ({plural(trainer.threads, 'thread')});"
                f" {trainer.total_steps} steps of {o.batch_size} x {o.seq_len} characters"
                + (f", from step {trainer.step_no}" if trainer.step_no else ""), err=True)
 

@@ -9,6 +9,8 @@ from charlstm.core.corpus import VAL_FRACTION
 from charlstm.core.errors import BadInput
 
 SEED_LIMIT = 1 << 32  # training seeds are 0 .. 2^32 - 1
+DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_drop")
+BEFORE_REGULARIZATION = {name: 0.0 for name in (*DROPOUTS, "ema")}
 MAX_CHUNK = 1 << 24  # characters of one training step (lanes x chunk length); 64 x 128 by default
 
 
@@ -80,6 +82,14 @@ class TrainOptions(_AsDict):
     seed: int = 0
     normalize_newlines: bool = True  # CRLF and CR line ends read as "\n"
     precision: str = "fp32"  # "bf16": forward and backward under bfloat16 autocast (weights stay fp32)
+    # Regularisation (train/model.py's Regularization) and weight averaging; all 0 is the
+    # recipe of checkpoints written before they existed (BEFORE_REGULARIZATION).
+    embed_dropout: float = 0.0  # whole characters dropped from the embedding
+    input_dropout: float = 0.0  # locked dropout on the embedding output
+    hidden_dropout: float = 0.0  # locked dropout between LSTM layers
+    output_dropout: float = 0.0  # locked dropout on the last LSTM output
+    weight_drop: float = 0.0  # DropConnect on the recurrent matrices weight_hh
+    ema: float = 0.0  # decay of the exponential moving average of the weights that validations use; 0: none
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs", "max_steps", "eval_every"):
@@ -98,3 +108,13 @@ class TrainOptions(_AsDict):
         _require(self.clip > 0, "--clip must be positive")
         _require(_is_int(self.seed) and 0 <= self.seed < SEED_LIMIT, f"--seed must be from 0 to {SEED_LIMIT - 1}")
         _require(self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")
+        for name in (*DROPOUTS, "ema"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
+                     f"--{name.replace('_', '-')} must be in [0, 1), not {value!r}")
+
+    @classmethod
+    def stored(cls, d: dict) -> dict:
+        """A checkpoint's stored options, with the fields it predates at the values that give
+        its recipe (its run resumes as it began)."""
+        return {**BEFORE_REGULARIZATION, **d}

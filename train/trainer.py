@@ -6,6 +6,7 @@ import platform
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +14,14 @@ import torch
 
 from charlstm.core.artifacts import check_train_paths, curve_path, latest_path, train_outputs
 from charlstm.core import limits
-from charlstm.core.errors import BadInput
+from charlstm.core.errors import BadInput, Note
 from charlstm.core.files import claim
-from charlstm.train import checkpoint, loop
+from charlstm.train import checkpoint, loop, threads
 from charlstm.train.checkpoint import Checkpoint, Record, Resume
 from charlstm.train.config import ModelConfig, TrainOptions
 from charlstm.train.data import Corpus, Lanes, ValLanes
 from charlstm.train.distributed import Ranks, from_environment, pick_device
-from charlstm.train.model import CharLSTM
+from charlstm.train.model import CharLSTM, Regularization
 
 
 CURVE_SECONDS = 10.0  # the loss curve is redrawn at most this often while a run goes on
@@ -66,13 +67,16 @@ class Trainer:
     largest model it builds (limits.MAX_PARAMETERS)."""
 
     def __init__(self, corpus_path, model_args=None, train_args=None, device="auto", resume=None,
-                 cache_dir=None, ranks: Ranks | None = None, max_params: int = limits.MAX_PARAMETERS):
+                 cache_dir=None, ranks: Ranks | None = None, max_params: int = limits.MAX_PARAMETERS,
+                 threads: int | None = None):
         self.ranks, self.device = from_environment(device) if ranks is None else (ranks, pick_device(device, ranks))
         model_args, train_args = dict(model_args or {}), dict(train_args or {})
         self.paths = (corpus_path, resume)  # what the run reads, which it must not write
         ckpt = self._resumable(resume) if resume else None
+        self.threads = _threads(threads, ckpt.resume.threads if ckpt else None)
+        torch.set_num_threads(self.threads)
         if ckpt:
-            train_args = _merge("training option", train_args, ckpt.train.options)
+            train_args = _merge("training option", train_args, TrainOptions.stored(ckpt.train.options))
         self.options = TrainOptions(**train_args)
         o = self.options
         self.corpus = self._main_first(lambda: Corpus.load(corpus_path, o.val_fraction, o.normalize_newlines, cache_dir))
@@ -87,7 +91,8 @@ class Trainer:
             self.total_steps = min(self.total_steps, o.max_steps)
 
         torch.manual_seed(o.seed)
-        self.model = CharLSTM(self.config).to(self.device)
+        self.model = CharLSTM(self.config, Regularization(o.embed_dropout, o.input_dropout, o.hidden_dropout,
+                                                          o.output_dropout, o.weight_drop)).to(self.device)
         self.net = self.model if self.ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.ranks.world > 1:  # each rank its own dropout masks
@@ -95,6 +100,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.step_no, self.best_val, self.history, self.seconds = 0, math.inf, [], 0.0
         self.state, self._offset, self._losses = None, None, []
+        self.average = [p.detach().clone() for p in self.model.parameters()] if o.ema else None
         if ckpt:
             self._restore(ckpt)
 
@@ -133,11 +139,12 @@ class Trainer:
         r = ckpt.resume
         self.step_no, self.best_val, self.history = r.step, r.best_val, list(r.history)
         self._losses = list(r.losses)
+        if self.average is not None:
+            for mine, saved in zip(self.average, r.average, strict=True):
+                mine.copy_(saved)
         self.seconds = ckpt.train.seconds
         mine = self.lanes.lanes  # this rank's share of the carried state of every lane
         self.state = (r.h[:, mine].to(self.device), r.c[:, mine].to(self.device)) if r.h is not None else None
-        if r.threads and r.threads != torch.get_num_threads():
-            torch.set_num_threads(r.threads)  # the same bits need the same summation order
         states = r.rng.get("ranks") or [r.rng["torch"]]
         torch.set_rng_state(states[self.ranks.rank] if len(states) == self.ranks.world else states[0])
         if self.device.type == "cuda" and r.rng.get("cuda") is not None:
@@ -157,7 +164,36 @@ class Trainer:
                                            lr=loop.lr_at(self.step_no, self.total_steps, o.lr),
                                            clip=o.clip, precision=o.precision)
         self.step_no += 1
+        if self.average is not None:
+            self._update_average()
         return loss
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """The exponential moving average of the weights, its decay ramped up over the first
+        steps ((1 + n) / (10 + n), at most --ema) so that early validations are not of the
+        initial weights."""
+        decay = min(self.options.ema, (1 + self.step_no) / (10 + self.step_no))
+        for average, p in zip(self.average, self.model.parameters()):
+            average.lerp_(p, 1 - decay)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The model holds the averaged weights inside (with --ema; else its own)."""
+        if self.average is None:
+            yield
+            return
+        params = list(self.model.parameters())
+        trained = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, a in zip(params, self.average):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(params, trained):
+                    p.copy_(t)
 
     def evaluate(self) -> float:
         """Validation loss, nats/char, over the held-out tail in lanes with carried state (split
@@ -194,7 +230,8 @@ class Trainer:
             if self.ranks.world > 1:
                 rng["ranks"] = self.ranks.gather_objects(rng["torch"])
             ckpt.resume = Resume(self.optimizer.state_dict(), rng, self.step_no, self.best_val, list(self.history),
-                                 list(self._losses), h, c_, torch.get_num_threads())
+                                 list(self._losses), h, c_, torch.get_num_threads(),
+                                 [a.detach().cpu().clone() for a in self.average] if self.average is not None else None)
         return ckpt
 
     # -- the run -----------------------------------------------------------------
@@ -277,20 +314,23 @@ class Trainer:
         self._plotted = (len(self.history), time.monotonic())
 
     def _validate_and_save(self, out, latest, bar, log) -> None:
-        t0 = time.perf_counter()
-        val = self.evaluate()
-        self.seconds += time.perf_counter() - t0
-        self._check_finite("validation", val, out)
-        train_loss = sum(self._losses) / max(1, len(self._losses))
-        self._losses = []
-        self.history.append({"step": self.step_no, "train_loss": train_loss, "val_loss": val,
-                             "seconds": self.seconds})
-        improved = val < self.best_val
-        if improved:
-            self.best_val = val
-            if self.ranks.main:
-                checkpoint.save(out, self.checkpoint(False, val))
-            self._wrote_best = True
+        """Validate (with --ema, the averaged weights), keep the best checkpoint (of the weights
+        validated), then the resumable one (of the trained weights)."""
+        with self.averaged():
+            t0 = time.perf_counter()
+            val = self.evaluate()
+            self.seconds += time.perf_counter() - t0
+            self._check_finite("validation", val, out)
+            train_loss = sum(self._losses) / max(1, len(self._losses))
+            self._losses = []
+            self.history.append({"step": self.step_no, "train_loss": train_loss, "val_loss": val,
+                                 "seconds": self.seconds})
+            improved = val < self.best_val
+            if improved:
+                self.best_val = val
+                if self.ranks.main:
+                    checkpoint.save(out, self.checkpoint(False, val))
+                self._wrote_best = True
         self._save(latest, self.checkpoint(True, val))
         msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
                + ("  (best, saved)" if improved else ""))
@@ -300,6 +340,18 @@ class Trainer:
         """Rank 0 writes; the others have given their part to `ckpt` and go on."""
         if self.ranks.main:
             checkpoint.save(path, ckpt)
+
+
+def _threads(chosen: int | None, recorded: int | None) -> int:
+    """torch's intra-op threads: those chosen, else those a resumed run used (the same bits
+    need the same summation order), else train/threads.py's default."""
+    if chosen is not None and (not isinstance(chosen, int) or isinstance(chosen, bool)
+                               or not 1 <= chosen <= limits.MAX_THREADS):
+        raise BadInput(f"--threads must be an integer from 1 to {limits.MAX_THREADS}, not {chosen!r}")
+    if chosen is not None and recorded and chosen != recorded:
+        warnings.warn(Note(f"--threads {chosen}: the run was started with {recorded}; from here it sums in another"
+                           " order, so it will not be bit-identical to an uninterrupted run"), stacklevel=3)
+    return chosen or recorded or threads.default_threads()
 
 
 def _version() -> str:

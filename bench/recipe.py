@@ -1,0 +1,133 @@
+"""Today's training recipe against the regularised one: held-out nats/char for the same wall-clock budget, on the real corpus.
+
+    python bench/recipe.py [CORPUS] [--budgets 10,60] [--sizes default,small] [--threads 1]
+
+For each model size and budget (minutes of training on this machine) both recipes train with
+charlstm-train, their step count set so that the learning-rate schedule ends with the budget
+(from a short calibration run of each), validating about 20 times. With two or more free
+cores the two recipes run side by side, one thread each, so that they share the machine
+alike; otherwise back to back. Prints, per size and budget, each recipe's best held-out
+loss (the trainer's validation) and throughput, and the ratio new / today; writes
+bench/results/recipe.json and the validation curves to bench/results/recipe.png.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from shared_corpus import MOLIERE
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+SIZES = {"default": ["--hidden-size", "512", "--num-layers", "3", "--embed-dim", "64"],
+         "small": ["--hidden-size", "256", "--num-layers", "2", "--embed-dim", "64"]}
+CALIBRATION = 20  # steps of the short calibration run
+COMMON = ["--precision", "bf16", "--no-progress"]
+RECIPES = {
+    "today": ["--dropout", "0.3"],
+    "new": ["--dropout", "0", "--input-dropout", "0.1", "--hidden-dropout", "0.25", "--output-dropout", "0.2",
+            "--weight-drop", "0.4", "--ema", "0.999"],
+}
+
+
+def train(corpus: Path, out: Path, size: str, recipe: str, threads: int, steps: int, evals: int = 20):
+    command = [BIN / "charlstm-train", corpus, "-o", out, *SIZES[size], *COMMON, *RECIPES[recipe],
+               "--threads", threads, "--max-steps", steps, "--epochs", 1000, "--eval-every", max(1, steps // evals)]
+    return subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, out: Path) -> dict:
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"charlstm-train failed:\n{stderr[-2000:]}")
+    ckpt = torch.load(out.with_suffix(".last.pt"), weights_only=True)
+    history, steps = ckpt["train"]["history"], ckpt["train"]["step"]
+    return {"chars_per_s": steps * 64 * 128 / ckpt["train"]["seconds"], "seconds": ckpt["train"]["seconds"],
+            "best_val": min(h["val_loss"] for h in history), "history": history, "steps": steps}
+
+
+def run_pair(corpus, folder, size, threads, steps_of, side_by_side) -> dict:
+    procs = {}
+    results = {}
+    for recipe in RECIPES:
+        out = folder / f"{size}-{recipe}-{steps_of[recipe]}.pt"
+        procs[recipe] = (train(corpus, out, size, recipe, threads, steps_of[recipe]), out)
+        if not side_by_side:
+            results[recipe] = finish(*procs[recipe])
+    for recipe, (proc, out) in procs.items():
+        if recipe not in results:
+            results[recipe] = finish(proc, out)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("corpus", nargs="?", type=Path, default=MOLIERE)
+    parser.add_argument("--budgets", default="10,60", help="minutes of training, comma-separated")
+    parser.add_argument("--sizes", default="default,small")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "recipe.json")
+    args = parser.parse_args()
+    side_by_side = len(__import__("os").sched_getaffinity(0)) >= 2 * args.threads
+    rows, table = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for size in args.sizes.split(","):
+            short, long = (run_pair(args.corpus, folder, size, args.threads, {r: n for r in RECIPES}, side_by_side)
+                           for n in (CALIBRATION, 2 * CALIBRATION))
+            for budget in map(float, args.budgets.split(",")):
+                steps_of = {r: _steps(budget * 60, short[r]["seconds"], long[r]["seconds"]) for r in RECIPES}
+                results = run_pair(args.corpus, folder, size, args.threads, steps_of, side_by_side)
+                rows.append({"size": size, "budget_min": budget, "threads": args.threads,
+                             "side_by_side": side_by_side, **results})
+                today, new = results["today"], results["new"]
+                table.append(f"{size:<8} {budget:>6g} {today['steps']:>6} {today['chars_per_s']:>9,.0f}"
+                             f" {today['best_val']:>8.4f} {new['steps']:>6} {new['chars_per_s']:>9,.0f}"
+                             f" {new['best_val']:>8.4f} {new['best_val'] / today['best_val']:>7.3f}")
+                print(table[-1], flush=True)
+    print(f"\n{'size':<8} {'budget':>6} {'today: steps':>12} {'chars/s':>9} {'val':>8} {'new: steps':>10}"
+          f" {'chars/s':>9} {'val':>8} {'new/today':>9}  (val: best held-out nats/char; budget in minutes)")
+    print("\n".join(table))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    _plot(rows, args.out.with_suffix(".png"))
+
+
+def _steps(budget: float, short: float, long: float) -> int:
+    """Steps that fill `budget` seconds with 20 validations, from runs of CALIBRATION and
+    2 x CALIBRATION steps that validate once each."""
+    per_step = (long - short) / CALIBRATION
+    validation = max(0.0, short - CALIBRATION * per_step)
+    return max(20, int((budget - 20 * validation) / per_step))
+
+
+def _plot(rows: list, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        for recipe in RECIPES:
+            h = row[recipe]["history"]
+            ax.plot([e["seconds"] / 60 for e in h], [e["val_loss"] for e in h],
+                    label=f"{row['size']}, {row['budget_min']:g} min, {recipe}",
+                    linestyle="-" if recipe == "new" else "--")
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel("held-out nats/char")
+    ax.set_ylim(top=1.6)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
