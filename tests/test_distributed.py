@@ -103,3 +103,16 @@ def test_bad_input_fails_every_rank_with_one_line(tiny_corpus, tmp_path):
         ours = [line for line in proc.stderr.splitlines() if line.startswith("charlstm-train:")]
         assert proc.returncode != 0 and len(ours) == 1 and words in ours[0], proc.stderr
         assert not (tmp_path / "m.pt").exists()
+
+
+def test_two_processes_average_the_weights_as_one_does(tiny_corpus, tmp_path):
+    """--ema under torchrun: every rank keeps the same average (the weights are the same after
+    each all-reduce), so the best checkpoint and the saved average match one process's."""
+    common = [tiny_corpus, *ARGS, "--dropout", 0, "--max-steps", 20, "--ema", 0.9]
+    two = run(*common, "-o", tmp_path / "two.pt")
+    assert two.returncode == 0, two.stderr
+    one = run_cli("charlstm-train", *common, "-o", tmp_path / "one.pt", env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr
+    assert max_difference(load_checkpoint(tmp_path / "one.pt"), load_checkpoint(tmp_path / "two.pt")) < 1e-5
+    a, b = load_checkpoint(tmp_path / "one.last.pt"), load_checkpoint(tmp_path / "two.last.pt")
+    assert max(float((x - y).abs().max()) for x, y in zip(a.resume.average, b.resume.average, strict=True)) < 1e-5

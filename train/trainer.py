@@ -256,35 +256,39 @@ class Trainer:
                              curve and self.ranks.main)
 
     def _run(self, out: Path, progress: bool, log, curve: bool) -> TrainResult:
-        latest, finished_before = latest_path(out), self.step_no >= self.total_steps
-        self._wrote_best, self._curve, self._plotted = False, None, (len(self.history), time.monotonic())
-        bar = _bar(self, progress)
+        run = _Run(out, latest_path(out), _bar(self, progress), log, curve, (len(self.history), time.monotonic()))
+        finished_before = self.step_no >= self.total_steps
         stop = _StopFlag(escalate=self.ranks.world == 1)
         try:
             with stop:
                 while self.step_no < self.total_steps:
-                    t0 = time.perf_counter()
-                    (loss,) = self.ranks.sum(self.train_step())  # every rank's mean: the mean of all lanes
-                    self._losses.append(loss / self.ranks.world)
-                    self.seconds += time.perf_counter() - t0
-                    self._check_finite("training", self._losses[-1], out)
-                    _advance(bar, self, self._losses[-1])
+                    loss = self._timed_step(out)
+                    _advance(run.bar, self, loss)
                     if self.validates_at(self.step_no):
-                        self._validate_and_save(out, latest, bar, log)
-                        self._plot(out, curve, force=False)
+                        self._validate_and_save(run)
+                        self._plot(run, force=False)
                     if self.ranks.sum(float(stop.raised))[0]:  # one rank's signal stops them all here
-                        self._save(latest, self.checkpoint(True, self.best_val))
-                        raise Interrupted(latest)
+                        self._save(run.latest, self.checkpoint(True, self.best_val))
+                        raise Interrupted(run.latest)
         except (Interrupted, Diverged):
-            self._plot(out, curve, force=True)
+            self._plot(run, force=True)
             raise
         finally:
-            if bar:
-                bar.close()
-        self._plot(out, curve, force=True)
-        best = out if self._wrote_best or (self.ranks.main and self._holds_best(out)) else None
-        return TrainResult(best, latest, self.step_no, self.best_val, self.seconds, self.history, self._curve,
+            if run.bar:
+                run.bar.close()
+        self._plot(run, force=True)
+        best = out if run.wrote_best or (self.ranks.main and self._holds_best(out)) else None
+        return TrainResult(best, run.latest, self.step_no, self.best_val, self.seconds, self.history, run.curve_file,
                            finished_before)
+
+    def _timed_step(self, out: Path) -> float:
+        """One step of every rank, timed; the mean loss of all lanes, checked."""
+        t0 = time.perf_counter()
+        (loss,) = self.ranks.sum(self.train_step())
+        self._losses.append(loss / self.ranks.world)
+        self.seconds += time.perf_counter() - t0
+        self._check_finite("training", self._losses[-1], out)
+        return self._losses[-1]
 
     def _holds_best(self, out: Path) -> bool:
         """Whether `out` already holds this run's best checkpoint (a resumed run that has not
@@ -302,25 +306,25 @@ class Trainer:
         raise Diverged(f"training diverged: {which} loss {loss} at step {self.step_no}; try a lower --lr"
                        f" (this run: {self.options.lr:g}); {kept}")
 
-    def _plot(self, out: Path, curve: bool, force: bool) -> None:
+    def _plot(self, run: "_Run", force: bool) -> None:
         """Redraw the loss curve with the validations since the last drawing: at most every
         CURVE_SECONDS (drawing takes ~0.1 s), and always when the run stops."""
-        drawn, at = self._plotted
-        if not curve or len(self.history) == drawn or not (force or time.monotonic() - at >= CURVE_SECONDS):
+        drawn, at = run.plotted
+        if not run.curve or len(self.history) == drawn or not (force or time.monotonic() - at >= CURVE_SECONDS):
             return
         from charlstm.train.plot import save_loss_curve  # matplotlib is optional
 
-        self._curve = curve_path(out) if save_loss_curve(self.history, curve_path(out)) else None
-        self._plotted = (len(self.history), time.monotonic())
+        run.curve_file = curve_path(run.out) if save_loss_curve(self.history, curve_path(run.out)) else None
+        run.plotted = (len(self.history), time.monotonic())
 
-    def _validate_and_save(self, out, latest, bar, log) -> None:
+    def _validate_and_save(self, run: "_Run") -> None:
         """Validate (with --ema, the averaged weights), keep the best checkpoint (of the weights
         validated), then the resumable one (of the trained weights)."""
         with self.averaged():
             t0 = time.perf_counter()
             val = self.evaluate()
             self.seconds += time.perf_counter() - t0
-            self._check_finite("validation", val, out)
+            self._check_finite("validation", val, run.out)
             train_loss = sum(self._losses) / max(1, len(self._losses))
             self._losses = []
             self.history.append({"step": self.step_no, "train_loss": train_loss, "val_loss": val,
@@ -329,17 +333,37 @@ class Trainer:
             if improved:
                 self.best_val = val
                 if self.ranks.main:
-                    checkpoint.save(out, self.checkpoint(False, val))
-                self._wrote_best = True
-        self._save(latest, self.checkpoint(True, val))
+                    checkpoint.save(run.out, self.checkpoint(False, val))
+                run.wrote_best = True
+        self._save(run.latest, self.checkpoint(True, val))
         msg = (f"step {self.step_no}/{self.total_steps}  train {train_loss:.4f}  val {val:.4f} nats/char"
                + ("  (best, saved)" if improved else ""))
-        (bar.write(msg, file=sys.stderr) if bar else log(msg))
+        run.say(msg)
 
     def _save(self, path: Path, ckpt: Checkpoint) -> None:
         """Rank 0 writes; the others have given their part to `ckpt` and go on."""
         if self.ranks.main:
             checkpoint.save(path, ckpt)
+
+
+@dataclass
+class _Run:
+    """One call of Trainer.run: the files it writes, where it speaks, what it wrote so far."""
+
+    out: Path
+    latest: Path
+    bar: object  # tqdm, or None
+    log: object  # message -> None, where there is no bar
+    curve: bool  # whether to draw the loss curve
+    plotted: tuple[int, float]  # validations drawn, and when
+    wrote_best: bool = False
+    curve_file: Path | None = None
+
+    def say(self, message: str) -> None:
+        if self.bar:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            self.log(message)
 
 
 def _threads(chosen: int | None, recorded: int | None) -> int:
