@@ -4,7 +4,8 @@
 
 Scores the last --val-fraction of the corpus (the split charlstm-train held out) from zero
 state with the runtime's `score`, also its first --slice characters (the figure the shipped
-model's test checks), times batch-1 generation, and draws three seeded samples.
+model's test checks), times batch-1 generation, and draws a sample at each of three
+temperatures: the first seed whose text has no line of spaces longer than 20 (readable()).
 """
 
 import argparse
@@ -16,7 +17,22 @@ from pathlib import Path
 from charlstm.core.corpus import VAL_FRACTION, held_out, read_corpus
 from charlstm.runtime import Model, generate, score
 
-SAMPLES = [(0.5, 1), (0.8, 2), (1.0, 3)]  # (temperature, seed)
+TEMPERATURES = (0.5, 0.8, 1.0)
+MAX_BLANK = 20  # a sample with a line of more spaces than this is not one a reader can judge the model by
+
+
+def readable(text: str) -> bool:
+    """No line of spaces alone longer than MAX_BLANK (a low temperature can loop on indentation)."""
+    return not any(len(line) > MAX_BLANK and not line.strip() for line in text.split("\n"))
+
+
+def first_readable(model: Model, prime: str, temperature: float, n: int = 400) -> tuple[int, str]:
+    """The smallest seed from 1 whose sample is readable, and the sample."""
+    for seed in range(1, 100):
+        text = generate(model, prime, n, temperature=temperature, seed=seed)
+        if readable(text):
+            return seed, text
+    raise SystemExit(f"no readable sample at temperature {temperature} in 99 seeds")
 
 
 def chars_per_second(model: Model, n: int = 2000, repeats: int = 3) -> float:
@@ -50,8 +66,8 @@ def main() -> None:
     print(f"\n| validation nats/char, whole split ({len(val):,} characters, zero state) |"
           f" {figures['val_nats_per_char']:.4f} |")
     print(f"| validation nats/char, first {args.slice:,} characters of the split | {figures['slice_nats_per_char']:.4f} |")
-    for temperature, seed in SAMPLES:
-        text = generate(model, args.prime, 400, temperature=temperature, seed=seed)
+    for temperature in TEMPERATURES:
+        seed, text = first_readable(model, args.prime, temperature)
         print(f"\n### temperature {temperature}, seed {seed}\n\n```text\n{text}\n```")
 
 

@@ -6,13 +6,14 @@ For each model size and budget (minutes of training on this machine) both recipe
 charlstm-train, their step count set so that the learning-rate schedule ends with the budget
 (from a short calibration run of each), validating about 20 times. With two or more free
 cores the two recipes run side by side, one thread each, so that they share the machine
-alike; otherwise back to back. Prints, per size and budget, each recipe's best held-out
+alike; otherwise (or with --back-to-back) one after the other. Prints, per size and budget, each recipe's best held-out
 loss (the trainer's validation) and throughput, and the ratio new / today; writes
 bench/results/recipe.json and the validation curves to bench/results/recipe.png.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,9 +72,10 @@ def main() -> None:
     parser.add_argument("--budgets", default="10,60", help="minutes of training, comma-separated")
     parser.add_argument("--sizes", default="default,small")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--back-to-back", action="store_true", help="one recipe at a time, even with cores to spare")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recipe.json")
     args = parser.parse_args()
-    side_by_side = len(__import__("os").sched_getaffinity(0)) >= 2 * args.threads
+    side_by_side = not args.back_to_back and len(os.sched_getaffinity(0)) >= 2 * args.threads
     rows, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -28,7 +28,8 @@ Examples:
 DEFAULTS = SamplingOptions()
 # What --score does not use: given with it, they would be ignored, so they are refused.
 GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
-                   "top_p": "--top-p", "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
+                   "top_p": "--top-p", "min_p": "--min-p", "logit_bias": "--bias", "ban": "--ban",
+                   "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
                    "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo"}
 
 
@@ -43,6 +44,11 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
               help="Below 1: safer text; above 1: wilder; 0: greedy.")
 @click.option("--top-k", type=int, default=None, help="Sample among the K most likely characters.")
 @click.option("--top-p", type=float, default=None, help="Sample among the most likely characters totalling P.")
+@click.option("--min-p", type=float, default=None,
+              help="Sample among the characters at least P times as likely as the likeliest.")
+@click.option("--bias", "logit_bias", multiple=True, metavar="CHAR=VALUE",
+              help="Add VALUE (-100 to 100) to the character's logit; repeatable.")
+@click.option("--ban", default="", metavar="CHARS", help="Never draw these characters.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
               help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
@@ -67,7 +73,8 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
     if score_file is not None:
         _refuse_generation_options()
         return _score(Model(_model_path(model), threads=threads), score_file, unknown)
-    options = SamplingOptions(**sampling)  # checks the values before the model loads
+    options = SamplingOptions(**{**sampling, "logit_bias": _biases(sampling["logit_bias"]),
+                                 "ban": _argument_text(sampling["ban"], "--ban")})  # checked before loading
     check_held(length, num_samples)
     if prime_file is not None and prime:
         raise BadInput("give the prompt once: --prime or --prime-file, not both")
@@ -170,6 +177,23 @@ def _score(lm: Model, path: Path, unknown: str) -> None:
     s = score(lm, _read_text(path, "--score"), unknown)
     click.echo(f"{s.nats_per_char:.4f} nats/char ({s.bits_per_char:.4f} bits/char, perplexity"
                f" {s.perplexity:.3f}) over {plural(s.chars, 'character')} of {path}")
+
+
+def _biases(given: tuple[str, ...]) -> dict[str, float]:
+    """--bias CHAR=VALUE, each once: the character (one, before the last '=') and a number."""
+    biases = {}
+    for item in given:
+        char, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or len(char) != 1 or number is None:
+            raise BadInput(f"--bias {item!r}: write one character, '=' and a number (--bias '!=2.5')")
+        if char in biases:
+            raise BadInput(f"--bias names {char!r} twice")
+        biases[char] = number
+    return biases
 
 
 def main() -> None:

@@ -87,12 +87,13 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     if isinstance(state, State) and state.batch != 1:
         raise BadInput("a state to continue from must have batch 1; use State.select([lane])")
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
-    logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
     seed = secrets.randbits(64) if seed is None else seed
+    picker = Picker(options, lane_seeds(seed, num_samples), model.vocab)
+    logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
     recent = np.full((num_samples, options.repetition_window), -1, np.int64)
     recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
     return _steps(model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples),
-                  n, options, Picker(options, lane_seeds(seed, num_samples)), recent, stop, max(len(ids), 1))
+                  n, options, picker, recent, stop, max(len(ids), 1))
 
 
 def _steps(model, logits, state, n, options, picker, recent, stop, fed) -> Iterator[list[str]]:

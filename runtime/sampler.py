@@ -1,4 +1,4 @@
-"""Choosing the next character from logits, exactly as docs/formats.md specifies: penalty, greedy, temperature, top-k, top-p, draw."""
+"""Choosing the next character from logits, exactly as docs/formats.md specifies: bias and bans, penalty, greedy, temperature, top-k, top-p, min-p, draw."""
 
 from dataclasses import dataclass
 
@@ -13,6 +13,7 @@ from charlstm.runtime.rng import Streams
 MIN_PENALTY, MAX_PENALTY = 1e-6, 1e6
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6  # or 0, which is greedy
 TOP_P_SLACK = 1e-12  # top-p keeps a character while the mass before it is < (top_p - slack) * total
+MAX_BIAS = 100.0  # a logit bias lies in [-100, 100] (OpenAI's range): 100 already decides
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,12 @@ class SamplingOptions:
     repetition_penalty: float = 1.0  # > 1 discourages the characters of the recent window
     repetition_window: int = 32  # characters looked back by the penalty
     greedy: bool = False
+    min_p: float | None = None  # keep the characters at least min_p times as likely as the likeliest
+    logit_bias: tuple[tuple[str, float], ...] = ()  # (character, value added to its logit); a dict is accepted
+    ban: tuple[str, ...] = ()  # characters never drawn; a string is accepted
 
     def __post_init__(self) -> None:
+        self._normalize_bias_and_ban()
         kinds = [(self.temperature, "temperature", _is_number), (self.top_k, "top_k", is_int),
                  (self.top_p, "top_p", _is_number), (self.repetition_penalty, "repetition_penalty", _is_number),
                  (self.repetition_window, "repetition_window", is_int), (self.greedy, "greedy", _is_bool)]
@@ -42,10 +47,30 @@ class SamplingOptions:
              f"repetition penalty must be between {MIN_PENALTY:g} and {MAX_PENALTY:g}"),
             (1 <= self.repetition_window <= limits.MAX_WINDOW,
              f"repetition window must be from 1 to {limits.MAX_WINDOW}"),
+            (self.min_p is None or (_is_number(self.min_p) and 0 < self.min_p <= 1), "min-p must be in (0, 1]"),
+            (all(_is_number(v) and -MAX_BIAS <= v <= MAX_BIAS for _, v in self.logit_bias),
+             f"a logit bias must be a number from {-MAX_BIAS:g} to {MAX_BIAS:g}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BadInput(message)
+
+    def _normalize_bias_and_ban(self) -> None:
+        """logit_bias as (character, value) pairs in code-point order, ban as distinct characters
+        in code-point order: equal options compare equal, whichever form they were given in."""
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        try:
+            bias = tuple(sorted((k, v) for k, v in bias))
+        except (TypeError, ValueError):
+            raise BadInput(f"logit_bias must map characters to numbers, not {self.logit_bias!r}") from None
+        ban = tuple(sorted(set(self.ban))) if isinstance(self.ban, (str, list, tuple, set, frozenset)) else None
+        for chars, name in (([k for k, _ in bias], "logit_bias"), (ban, "ban")):
+            if chars is None or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+                raise BadInput(f"{name} must name single characters, not {getattr(self, name)!r}")
+        if len({k for k, _ in bias}) != len(bias):
+            raise BadInput("logit_bias names a character twice")
+        object.__setattr__(self, "logit_bias", bias)
+        object.__setattr__(self, "ban", ban)
 
     @property
     def is_greedy(self) -> bool:
@@ -53,7 +78,7 @@ class SamplingOptions:
 
     @property
     def filters(self) -> bool:
-        return self.top_k is not None or self.top_p is not None
+        return self.top_k is not None or self.top_p is not None or self.min_p is not None
 
 
 def _is_number(x) -> bool:
@@ -82,18 +107,39 @@ def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarr
     return np.where(seen, np.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
+def adjustment(options: SamplingOptions, vocab: list[str] | None) -> np.ndarray | None:
+    """What logit_bias and ban add to the logits (V,) float64 — a bias, or -inf for a banned
+    character — or None when they change nothing. A character outside `vocab` is an error."""
+    if not options.logit_bias and not options.ban:
+        return None
+    index = {ch: i for i, ch in enumerate(vocab or [])}
+    add = np.zeros(len(index), np.float64)
+    for (ch, _), flag in [((ch, v), "logit_bias") for ch, v in options.logit_bias] + [((ch, 0), "ban") for ch in options.ban]:
+        if ch not in index:
+            raise BadInput(f"{flag}: {ch!r} is not in the model's vocabulary")
+    for ch, value in options.logit_bias:
+        add[index[ch]] = value
+    for ch in options.ban:
+        add[index[ch]] = -np.inf
+    if np.isinf(add).all():
+        raise BadInput("ban: it bans every character of the vocabulary")
+    return add
+
+
 class Picker:
     """Draws the next character of B streams: the options, and stream i's SplitMix64 seeded
-    with seeds[i] (the greedy picker draws nothing)."""
+    with seeds[i] (the greedy picker draws nothing); `vocab` resolves logit_bias and ban."""
 
-    def __init__(self, options: SamplingOptions, seeds: list[int]):
+    def __init__(self, options: SamplingOptions, seeds: list[int], vocab: list[str] | None = None):
         self.options = options
         self.streams = None if options.is_greedy else Streams(seeds)
+        self.adjust = adjustment(options, vocab)
 
     def choose(self, logits: np.ndarray, recent: np.ndarray | None = None) -> np.ndarray:
         """logits (B, V) float32 and the recent ids (B, W) → the next ids (B,) int64."""
         o = self.options
-        z = penalize(logits, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else logits
+        z = logits if self.adjust is None else logits.astype(np.float64) + self.adjust  # banned: -inf
+        z = penalize(z, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else z
         if o.is_greedy:
             return z.argmax(axis=1).astype(np.int64)  # ties: the lowest id
         if len(z) == 1 and not o.filters:
@@ -139,7 +185,8 @@ def candidates(z: np.ndarray, options: SamplingOptions) -> tuple[np.ndarray | No
 
 def kept_count(weights: np.ndarray, cdf: np.ndarray, options: SamplingOptions) -> np.ndarray | None:
     """How many leading candidates may be drawn (B,): the first top_k; and of those, while the
-    sum of the weights before a candidate is < (top_p - 1e-12) x their total. None: all."""
+    sum of the weights before a candidate is < (top_p - 1e-12) x their total; and of those,
+    the ones whose weight is >= min_p (at least one each time). None: all."""
     if not options.filters:
         return None
     batch, vocab = weights.shape
@@ -149,4 +196,6 @@ def kept_count(weights: np.ndarray, cdf: np.ndarray, options: SamplingOptions) -
         before = np.concatenate([np.zeros((batch, 1)), cdf[:, :-1]], axis=1)
         inside = (before < ((options.top_p - TOP_P_SLACK) * total)[:, None]).sum(axis=1)
         kept = np.minimum(kept, np.maximum(inside, 1))
+    if options.min_p is not None:  # the first candidate's weight is exp(0) = 1
+        kept = np.minimum(kept, np.maximum((weights >= options.min_p).sum(axis=1), 1))
     return kept

@@ -76,7 +76,7 @@ def test_the_generator():
 
 def test_the_sampler():
     for case in read("sampler.json"):
-        picker = Picker(SamplingOptions(**case["options"]), [case["seed"]])
+        picker = Picker(SamplingOptions(**case["options"]), [case["seed"]], case["vocab"])
         logits, recent = np.asarray([case["logits"]], np.float32), np.asarray([case["recent"]])
         assert [int(picker.choose(logits, recent)[0]) for _ in case["picks"]] == case["picks"], case["options"]
 

@@ -24,6 +24,11 @@ OPTION_SETS = [
     ["--prime", "D", "-n", 300, "--seed", 12, "--temperature", 1.2, "--top-k", 40, "--top-p", 0.95,
      "--repetition-penalty", 1.1, "--no-echo"],
     ["--prime", "Monsieur, je vous", "-n", 300, "--seed", 2**64 - 1, "--temperature", 0.6],
+    ["--prime", "ALCESTE.", "-n", 300, "--seed", 13, "--min-p", 0.08, "--temperature", 1.1],
+    ["--prime", "Je", "-n", 300, "--seed", 14, "--ban", "es", "--bias", "!=2", "--bias", "é=-1.5", "--top-k", 30],
+    ["--prime", "ORGON.", "-n", 200, "--greedy", "--ban", "e\n", "--bias", "a=0.5"],
+    ["-n", 300, "--seed", 15, "--num-samples", 2, "--min-p", 0.02, "--top-p", 0.9, "--ban", "A",
+     "--repetition-penalty", 1.2],
 ]
 
 
@@ -77,3 +82,13 @@ def test_bad_input_is_one_line_and_exit_2_in_both(node, args):
     for proc in (run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)):
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--min-p", 0], ["--min-p", "1.5"], ["--bias", "ab=1"], ["--bias", "a"],
+                                  ["--bias", "a=101"], ["--bias", "a=inf"], ["--bias", "a=1", "--bias", "a=2"],
+                                  ["--ban", "€"], ["--bias", "€=1"], ["--score", "x", "--ban", "a", "--min-p", 0.1]])
+def test_the_sampling_refusals_are_the_same_line_in_both(node, args):
+    model = ROOT / "models" / "moliere.onnx"
+    python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
+    assert python.returncode == js.returncode == 2 and python.stdout == js.stdout == ""
+    assert js.stderr == python.stderr and len(python.stderr.splitlines()) == 1, (python.stderr, js.stderr)

@@ -119,3 +119,50 @@ def test_a_target_on_the_total_takes_the_last_candidate_that_can_be_drawn():
     picker.streams.uniforms = lambda: np.array([1.0])  # the largest double below 1 times a total can round to it
     logits = np.array([[0.0, 1.0, -2000.0]], np.float32)  # the last weight underflows to 0
     assert picker.choose(logits)[0] == 1
+
+
+VOCAB = list("abcdefgh")
+
+
+def picks_of(options: dict, logits: np.ndarray, n: int = 400) -> np.ndarray:
+    picker = Picker(SamplingOptions(**options), list(range(n)), VOCAB)
+    return picker.choose(np.repeat(logits[None], n, 0))
+
+
+def test_bans_are_never_drawn_and_biases_move_the_odds():
+    logits = np.array([3, 2.5, 2, 1, 0, 0, -1, 4], np.float32)
+    picks = picks_of({"temperature": 1.5, "ban": "ha"}, logits)
+    assert not set(picks.tolist()) & {0, 7} and len(set(picks.tolist())) > 3
+    assert picks_of({"greedy": True, "ban": "h"}, logits)[0] == 0, "greedy takes the likeliest allowed"
+    assert set(picks_of({"temperature": 1.0, "logit_bias": {"e": 100.0}}, logits).tolist()) == {4}
+    rare = picks_of({"temperature": 1.0, "logit_bias": {"h": -100.0}}, logits)
+    assert 7 not in rare.tolist()
+    both = picks_of({"temperature": 1.0, "logit_bias": {"e": 100.0}, "ban": "e"}, logits)
+    assert 4 not in both.tolist(), "a character both biased and banned is banned"
+
+
+def test_min_p_keeps_the_characters_at_least_p_times_as_likely_as_the_likeliest():
+    logits = np.array([3, 2.5, 2, 1, 0, 0, -1, 4], np.float32)
+    for temperature, min_p in ((1.0, 0.3), (2.0, 0.3), (0.7, 0.05)):
+        p = np.exp((logits.astype(np.float64) - logits.max()) / temperature)  # relative to the likeliest
+        allowed = set(np.flatnonzero(p >= min_p).tolist())
+        picks = set(picks_of({"temperature": temperature, "min_p": min_p}, logits, 2000).tolist())
+        assert picks == allowed, (temperature, min_p)
+    assert set(picks_of({"min_p": 1.0}, logits).tolist()) == {7}
+
+
+def test_bias_and_ban_are_checked_against_the_vocabulary():
+    with pytest.raises(BadInput, match="ban: 'z' is not in the model's vocabulary"):
+        Picker(SamplingOptions(ban="az"), [0], VOCAB)
+    with pytest.raises(BadInput, match="logit_bias: 'z' is not in"):
+        Picker(SamplingOptions(logit_bias={"z": 1.0}), [0], VOCAB)
+    with pytest.raises(BadInput, match="bans every character"):
+        Picker(SamplingOptions(ban="abcdefgh"), [0], VOCAB)
+    for bad, words in (({"min_p": 0}, "min-p must be in"), ({"min_p": 1.5}, "min-p"),
+                       ({"logit_bias": {"a": 100.5}}, "from -100 to 100"), ({"logit_bias": {"ab": 1}}, "single"),
+                       ({"logit_bias": {"a": "1"}}, "from -100"), ({"ban": 3}, "ban must name"),
+                       ({"logit_bias": {"a": float("nan")}}, "from -100")):
+        with pytest.raises(BadInput, match=words):
+            SamplingOptions(**bad)
+    assert SamplingOptions(logit_bias={"b": 1, "a": 2}, ban="cac") == SamplingOptions(
+        logit_bias=(("a", 2), ("b", 1)), ban=("a", "c"))

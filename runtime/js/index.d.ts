@@ -75,6 +75,12 @@ export interface SamplingOptions {
   temperature?: number;
   topK?: number | null;
   topP?: number | null;
+  /** Keep the characters at least minP times as likely as the likeliest, (0, 1]. */
+  minP?: number | null;
+  /** Added to a character's logit before anything else, each value in [-100, 100]. */
+  logitBias?: Record<string, number>;
+  /** Characters never drawn. */
+  ban?: string;
   /** CTRL's penalty over the last `repetitionWindow` characters; 1 = none. */
   repetitionPenalty?: number;
   repetitionWindow?: number;
@@ -117,7 +123,8 @@ export function laneSeeds(seed: number | bigint | string, numSamples: number): b
 
 /** Draws the next character of one stream. */
 export class Picker {
-  constructor(options: SamplingOptions, seed: number | bigint | string);
+  /** `vocab` (the model's characters) resolves logitBias and ban. */
+  constructor(options: SamplingOptions, seed: number | bigint | string, vocab?: string[] | null);
   choose(logits: Float32Array, recent?: number[]): number;
 }
 

@@ -55,7 +55,12 @@ CASES = [
     ("moliere", "TARTUFFE.", 300, {"repetition_penalty": 1.3}, 5, [], 1),
     ("moliere", "DORINE.\n", 400, {"temperature": 0.8, "top_k": 30, "top_p": 0.95, "repetition_penalty": 1.1},
      6, ["\n\n"], 3),
+    ("tiny", "ab", 200, {"temperature": 1.0, "min_p": 0.1}, 15, [], 1),
+    ("tiny", "c", 200, {"temperature": 1.2, "logit_bias": {"a": 2.0, "e": -1.0}, "ban": "f"}, 16, [], 2),
+    ("moliere", "ALCESTE.", 300, {"temperature": 0.9, "min_p": 0.05}, 7, [], 1),
+    ("moliere", "Je ", 300, {"ban": "e", "logit_bias": {"!": 1.5}, "top_p": 0.95, "min_p": 0.02}, 8, [], 1),
 ]
+SAMPLER_VOCAB = list("abcdefghijkl")  # the characters of the sampler cases' 12 logits
 
 
 def floats(array) -> list:
@@ -113,12 +118,17 @@ def sampler_cases() -> list[dict]:
     cases = []
     for options in ({"temperature": 1.0}, {"temperature": 0.7, "top_k": 3}, {"temperature": 1.5, "top_p": 0.6},
                     {"temperature": 1.0, "top_k": 6, "top_p": 0.9}, {"repetition_penalty": 2.0},
-                    {"greedy": True, "repetition_penalty": 3.0}, {"temperature": 1e-6}):
+                    {"greedy": True, "repetition_penalty": 3.0}, {"temperature": 1e-6},
+                    {"temperature": 1.0, "min_p": 0.2}, {"min_p": 0.05, "top_k": 8, "top_p": 0.95},
+                    {"temperature": 1.0, "logit_bias": {"a": 3.0, "l": -2.5}}, {"temperature": 1.3, "ban": "ikl"},
+                    {"greedy": True, "ban": "l"},
+                    {"logit_bias": {"b": 100.0, "c": -100.0}, "ban": "b", "min_p": 0.5, "repetition_penalty": 1.5}):
         for row in logits:
             recent = [-1] * 29 + [11, 8, 0]
-            picker = Picker(SamplingOptions(**options), [99])
+            picker = Picker(SamplingOptions(**options), [99], SAMPLER_VOCAB)
             picks = [int(picker.choose(row[None], np.array([recent]))[0]) for _ in range(40)]
-            cases.append({"logits": floats(row), "options": options, "seed": 99, "recent": recent, "picks": picks})
+            cases.append({"logits": floats(row), "options": options, "vocab": SAMPLER_VOCAB, "seed": 99,
+                          "recent": recent, "picks": picks})
     return cases
 
 

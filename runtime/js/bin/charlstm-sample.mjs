@@ -11,7 +11,7 @@ import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
 import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
 import { checkHeld, score, stream, streamBatch } from "../src/generate.mjs";
-import { pyFixed, pyPath } from "../src/pyformat.mjs";
+import { pyFixed, pyPath, pyRepr } from "../src/pyformat.mjs";
 
 const PROG = "charlstm-sample";
 const LIMITS = CONTRACT.limits;
@@ -33,6 +33,9 @@ Options:
   --temperature FLOAT         Below 1: safer text; above 1: wilder; 0: greedy.  [default: 0.8]
   --top-k INTEGER             Sample among the K most likely characters.
   --top-p FLOAT               Sample among the most likely characters totalling P.
+  --min-p FLOAT               Sample among the characters at least P times as likely as the likeliest.
+  --bias CHAR=VALUE           Add VALUE (-100 to 100) to the character's logit; repeatable.
+  --ban CHARS                 Never draw these characters.
   --greedy                    Always take the most likely character.
   --repetition-penalty FLOAT  Above 1 discourages characters of the last 32.  [default: 1.0]
   --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
@@ -49,17 +52,19 @@ Options:
 const OPTIONS = {
   "--prime": ["prime", "text"], "--prime-file": ["primeFile", "text"], "-n": ["length", "int"], "--length": ["length", "int"],
   "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
+  "--min-p": ["minP", "float"], "--bias": ["bias", "many"], "--ban": ["ban", "text"],
   "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
   "--num-samples": ["numSamples", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
   "--echo": ["echo", "flag"], "--no-echo": ["echo", "off"], "--score": ["score", "text"], "--threads": ["threads", "int"],
 };
 // What --score does not use: given with it, they would be ignored, so they are refused.
 const GENERATION_ONLY = { prime: "--prime", primeFile: "--prime-file", length: "-n", temperature: "--temperature", topK: "--top-k",
-  topP: "--top-p", greedy: "--greedy", repetitionPenalty: "--repetition-penalty", seed: "--seed",
+  topP: "--top-p", minP: "--min-p", bias: "--bias", ban: "--ban", greedy: "--greedy",
+  repetitionPenalty: "--repetition-penalty", seed: "--seed",
   numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo" };
 
 function parseArgs(argv) {
-  const given = { stop: [] };
+  const given = { stop: [], bias: [] };
   const positional = [];
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
@@ -83,7 +88,7 @@ function parseArgs(argv) {
       value = argv[++i];
     }
     const parsed = convert(value, kind, arg);
-    if (kind === "many") given.stop.push(parsed);
+    if (kind === "many") given[key].push(parsed);
     else given[key] = parsed;
   }
   if (positional.length > 1) throw new BadInput(`Got unexpected extra argument (${positional[1]}) (see ${PROG} --help)`);
@@ -105,6 +110,27 @@ function convert(value, kind, flag) {
     return number;
   }
   return value;
+}
+
+/** --bias CHAR=VALUE, each once: the character (one, before the last '=') and a number. */
+function biases(given) {
+  const out = {};
+  for (const item of given) {
+    const at = item.lastIndexOf("=");
+    const [char, value] = [item.slice(0, at), item.slice(at + 1)];
+    let number = null;
+    try {
+      number = convert(value, "float", "--bias");
+    } catch {
+      // not a number: the message below
+    }
+    if (at < 0 || [...char].length !== 1 || number === null) {
+      throw new BadInput(`--bias ${pyRepr(item)}: write one character, '=' and a number (--bias '!=2.5')`);
+    }
+    if (char in out) throw new BadInput(`--bias names ${pyRepr(char)} twice`);
+    out[char] = number;
+  }
+  return out;
 }
 
 function rangeChecks(g) {
@@ -162,7 +188,7 @@ async function main() {
   const ort = await import("onnxruntime-node");
   const threads = g.threads === undefined ? undefined : Number(g.threads);
   if (g.score !== undefined) {
-    const extra = Object.entries(GENERATION_ONLY).filter(([key]) => key === "stop" ? g.stop.length : key in g)
+    const extra = Object.entries(GENERATION_ONLY).filter(([key]) => Array.isArray(g[key]) ? g[key].length : key in g)
       .map(([, flag]) => flag);
     if (extra.length) throw new BadInput(`--score measures a text and does not generate: drop ${extra.join(", ")}`);
     return scoreFile(await Model.load(modelPath, { ort, threads, onNote }), g.score, g.unknown ?? "error");
@@ -170,6 +196,7 @@ async function main() {
   const sampling = {
     temperature: g.temperature ?? DEFAULTS.temperature, topK: g.topK === undefined ? null : Number(g.topK),
     topP: g.topP ?? null, repetitionPenalty: g.repetitionPenalty ?? DEFAULTS.repetitionPenalty, greedy: g.greedy ?? false,
+    minP: g.minP ?? null, logitBias: biases(g.bias), ban: g.ban ?? "",
   };
   const options = samplingOptions(sampling); // checks the values before the model loads
   const length = Number(g.length ?? 500n);

@@ -1,6 +1,7 @@
 // The demo page: the shipped model in onnxruntime-web, streaming Molière with charlstm's JavaScript runtime.
-// Query parameters fill the form (prompt, temperature, seed, n), choose the model (model=URL) and
-// the other sampling options (topK, topP, penalty, stop: repeatable); ?autostart=1 starts at once.
+// Query parameters fill the form (prompt, temperature, seed, n, minP, ban), choose the model
+// (model=URL) and the other sampling options (topK, topP, penalty, stop and bias=CHAR=VALUE:
+// repeatable); ?autostart=1 starts at once.
 
 import * as ort from "../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
 import { Model, stream } from "../src/index.mjs";
@@ -23,12 +24,16 @@ const nextTask = () => new Promise((resolve) => {
   channel.port2.postMessage(null);
 });
 
-for (const [param, id] of [["prompt", "prompt"], ["temperature", "temperature"], ["seed", "seed"], ["n", "length"]]) {
+for (const [param, id] of [["prompt", "prompt"], ["temperature", "temperature"], ["seed", "seed"], ["n", "length"],
+  ["minP", "minP"], ["ban", "ban"]]) {
   if (params.has(param)) $(id).value = params.get(param);
 }
 const number = (name) => (params.has(name) ? Number(params.get(name)) : undefined);
+// bias=CHAR=VALUE, repeatable, as charlstm-sample's --bias
+const logitBias = Object.fromEntries(params.getAll("bias").map((b) => [b.slice(0, b.lastIndexOf("=")),
+  Number(b.slice(b.lastIndexOf("=") + 1))]));
 const urlOptions = { topK: number("topK"), topP: number("topP"), repetitionPenalty: number("penalty"),
-  stop: params.getAll("stop") };
+  stop: params.getAll("stop"), logitBias };
 
 const modelUrl = new URL(params.get("model") ?? "../../../models/moliere.onnx", location.href);
 const model = await Model.load(modelUrl.href, { ort, prefill: null });
@@ -55,7 +60,8 @@ async function run(event) {
   let yielded = started;
   try {
     const pieces = await stream(model, prompt, { n: Number($("length").value), seed,
-      temperature: Number($("temperature").value), ...urlOptions });
+      temperature: Number($("temperature").value), minP: $("minP").value === "" ? null : Number($("minP").value),
+      ban: $("ban").value, ...urlOptions });
     for await (const piece of pieces) {
       if (page.firstCharMs === null) {
         page.firstCharMs = performance.now() - started;

@@ -59,7 +59,8 @@ function randomSeed() {
  * yielding, after each step, the new text of every sample ("" where nothing is new).
  * Options: n (default 500), numSamples, seed (number, bigint or decimal string; sample i uses
  * seed + i), stop (string or list), state (batch 1, to continue from), unknown ("error" |
- * "skip"), and the sampling options temperature, topK, topP, repetitionPenalty, greedy.
+ * "skip"), and the sampling options temperature, topK, topP, minP, repetitionPenalty, greedy,
+ * logitBias ({character: value}) and ban (a string of characters).
  */
 export async function streamBatch(model, prompt = "", options = {}) {
   const { n = 500, numSamples = 1, seed = null, stop = [], state = null, unknown = "error", ...sampling } = options;
@@ -76,11 +77,11 @@ export async function streamBatch(model, prompt = "", options = {}) {
     throw new BadInput("a state to continue from must have batch 1; use state.select([lane])");
   }
   const ids = prompt ? model.encode(prompt, unknown) : [];
+  const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s, model.vocab));
   const primed = await model.prime(ids.length ? ids : [model.startToken], state);
   const window = o.repetitionWindow;
   const recent = Array.from({ length: numSamples }, () => [...Array(Math.max(0, window - ids.length)).fill(-1),
     ...ids.slice(-window)]);
-  const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s));
   return steps(model, primed, n, o, pickers, recent, stops, Math.max(ids.length, 1));
 }
 

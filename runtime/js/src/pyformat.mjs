@@ -27,14 +27,17 @@ export function pyPath(p) {
   return (p.startsWith("/") ? "/" : "") + parts.join("/") || ".";
 }
 
-/** Python's repr() of a one-character string, as the Python runtime's messages show it. */
-export function pyRepr(ch) {
-  const code = ch.codePointAt(0);
-  const escapes = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\" };
-  let body = escapes[ch];
-  if (body === undefined) {
-    if (code < 0x20 || code === 0x7f) body = `\\x${code.toString(16).padStart(2, "0")}`;
-    else body = ch;
+/** Python's repr() of a string, as the Python runtime's messages show it (its quotes and the
+ * escapes of line breaks, tabs, backslashes and control characters). */
+export function pyRepr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const escapes = { "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", [quote]: `\\${quote}` };
+  let body = "";
+  for (const ch of text) {
+    const code = ch.codePointAt(0);
+    if (escapes[ch] !== undefined) body += escapes[ch];
+    else if (code < 0x20 || (code >= 0x7f && code <= 0xa0)) body += `\\x${code.toString(16).padStart(2, "0")}`;
+    else body += ch;
   }
-  return ch === "'" ? `"'"` : `'${body}'`;
+  return quote + body + quote;
 }

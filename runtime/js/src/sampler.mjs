@@ -1,14 +1,18 @@
 // Choosing the next character from logits, exactly as docs/formats.md specifies (and as the
-// Python runtime's sampler.py does): penalty, greedy, temperature, top-k, top-p, draw.
+// Python runtime's sampler.py does): bias and bans, penalty, greedy, temperature, top-k, top-p,
+// min-p, draw.
 
 import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
+import { pyRepr } from "./pyformat.mjs";
 import { SplitMix64 } from "./rng.mjs";
 
 export const DEFAULTS = Object.freeze({
   temperature: 0.8, topK: null, topP: null, repetitionPenalty: 1.0, repetitionWindow: 32, greedy: false,
+  minP: null, logitBias: {}, ban: "",
 });
 const TOP_P_SLACK = 1e-12;
+const MAX_BIAS = 100;
 
 /** Sampling options with the defaults filled in, checked as the Python SamplingOptions checks them. */
 export function samplingOptions(given = {}) {
@@ -26,6 +30,12 @@ export function samplingOptions(given = {}) {
     [o.repetitionPenalty >= 1e-6 && o.repetitionPenalty <= 1e6, "repetition penalty must be between 1e-06 and 1e+06"],
     [Number.isInteger(o.repetitionWindow) && o.repetitionWindow >= 1 && o.repetitionWindow <= CONTRACT.limits.maxWindow,
       `repetition window must be from 1 to ${CONTRACT.limits.maxWindow}`],
+    [o.minP === null || (typeof o.minP === "number" && o.minP > 0 && o.minP <= 1), "min-p must be in (0, 1]"],
+    [o.logitBias !== null && typeof o.logitBias === "object" && Object.keys(o.logitBias).every((ch) => [...ch].length === 1),
+      "logit_bias must name single characters"],
+    [Object.values(o.logitBias ?? {}).every((v) => typeof v === "number" && v >= -MAX_BIAS && v <= MAX_BIAS),
+      `a logit bias must be a number from -${MAX_BIAS} to ${MAX_BIAS}`],
+    [typeof o.ban === "string", "ban must name single characters"],
   ];
   if (typeof o.greedy !== "boolean") throw new BadInput(`greedy must be True or False, not ${o.greedy}`);
   for (const [ok, message] of checks) if (!ok) throw new BadInput(message);
@@ -33,23 +43,45 @@ export function samplingOptions(given = {}) {
   return Object.freeze(o);
 }
 
-/** Draws the next character of one stream: its options and its SplitMix64. */
+/** What logitBias and ban do to the logits: [id, added value] pairs, -Infinity for a ban
+ * (a character outside `vocab` is an error naming it); null when they change nothing. */
+export function adjustment(options, vocab) {
+  const bias = Object.entries(options.logitBias);
+  const ban = [...new Set(options.ban)];
+  if (!bias.length && !ban.length) return null;
+  const index = new Map((vocab ?? []).map((ch, i) => [ch, i]));
+  for (const [flag, chars] of [["logit_bias", bias.map(([ch]) => ch)], ["ban", ban]]) {
+    const missing = chars.find((ch) => !index.has(ch));
+    if (missing !== undefined) throw new BadInput(`${flag}: ${pyRepr(missing)} is not in the model's vocabulary`);
+  }
+  const add = new Map(bias.map(([ch, v]) => [index.get(ch), v]));
+  for (const ch of ban) add.set(index.get(ch), -Infinity);
+  if ([...index.values()].every((i) => add.get(i) === -Infinity)) {
+    throw new BadInput("ban: it bans every character of the vocabulary");
+  }
+  return [...add.entries()];
+}
+
+/** Draws the next character of one stream: its options and its SplitMix64; `vocab` resolves
+ * logitBias and ban. */
 export class Picker {
-  constructor(options, seed) {
+  constructor(options, seed, vocab = null) {
     this.options = samplingOptions(options);
     this.stream = this.options.greedy ? null : new SplitMix64(seed);
+    this.adjust = adjustment(this.options, vocab);
   }
 
   /** logits (Float32Array, V) and the recent ids (-1 = empty) → the next id. */
   choose(logits, recent = []) {
     const o = this.options;
     const z = Float64Array.from(logits);
+    if (this.adjust) for (const [id, value] of this.adjust) z[id] += value;
     if (o.repetitionPenalty !== 1) {
       const p = o.repetitionPenalty;
       for (const id of new Set(recent)) if (id >= 0) z[id] = z[id] > 0 ? z[id] / p : z[id] * p;
     }
     if (o.greedy) return argmax(z);
-    const filters = o.topK !== null || o.topP !== null;
+    const filters = o.topK !== null || o.topP !== null || o.minP !== null;
     const order = filters ? sortedIds(z) : null;
     const size = z.length;
     const weights = new Float64Array(size);
@@ -68,6 +100,11 @@ export class Picker {
       let inside = 0;
       while (inside < size && (inside === 0 ? 0 : cdf[inside - 1]) < bound) inside++;
       kept = Math.min(kept, Math.max(inside, 1));
+    }
+    if (o.minP !== null) { // the first candidate's weight is exp(0) = 1
+      let likely = 0;
+      for (let j = 0; j < size; j++) if (weights[j] >= o.minP) likely++;
+      kept = Math.min(kept, Math.max(likely, 1));
     }
     const target = this.stream.uniform() * cdf[kept - 1];
     let pick = 0;

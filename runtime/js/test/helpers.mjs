@@ -24,10 +24,14 @@ export async function backends() {
 }
 
 /** The generation options of a texts.json case, in the JavaScript API's names. */
+/** A golden case's sampling options (Python's names) as the JavaScript runtime names them. */
+export function samplingOf(o) {
+  return { temperature: o.temperature, topK: o.top_k, topP: o.top_p, repetitionPenalty: o.repetition_penalty,
+    greedy: o.greedy, minP: o.min_p, logitBias: o.logit_bias, ban: o.ban };
+}
+
 export function caseOptions(c) {
-  const o = c.options;
-  return { n: c.length, numSamples: c.samples, seed: c.seed, stop: c.stop, temperature: o.temperature,
-    topK: o.top_k, topP: o.top_p, repetitionPenalty: o.repetition_penalty, greedy: o.greedy };
+  return { n: c.length, numSamples: c.samples, seed: c.seed, stop: c.stop, ...samplingOf(c.options) };
 }
 
 function varintBytes(n) {
