@@ -1,6 +1,7 @@
 """`charlstm-sample`: a thin click layer over charlstm.runtime (numpy + onnxruntime only)."""
 
 import itertools
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from click.core import ParameterSource
 
 from charlstm.core import clikit, limits
 from charlstm.core.errors import BadInput, plural
-from charlstm.runtime.generate import check_held, lane_seeds, score, stream, stream_batch
+from charlstm.runtime.generate import MAX_TOP, check_held, lane_seeds, score, stream, stream_batch, stream_logprobs
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
 
@@ -30,7 +31,8 @@ DEFAULTS = SamplingOptions()
 GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
                    "top_p": "--top-p", "min_p": "--min-p", "logit_bias": "--bias", "ban": "--ban",
                    "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
-                   "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo"}
+                   "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo",
+                   "logprobs": "--logprobs"}
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +59,9 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
 @click.option("--num-samples", type=click.IntRange(1, limits.MAX_BATCH), default=1, show_default=True,
               help="Independent samples, run as one batch.")
 @click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable.")
+@click.option("--logprobs", type=click.IntRange(0, MAX_TOP), default=None, metavar="N",
+              help="Print JSON Lines instead of the text: each character, its log-probability and the N likeliest"
+                   " alternatives.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the model's vocabulary: refuse, or drop them.")
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prompt before the text.")
@@ -66,7 +71,7 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
               help="onnxruntime threads. [default: cores, at most 4]")
 def command(model: Path | None, prime: str, prime_file: Path | None, length: int, seed: int | None,
             num_samples: int, stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
-            threads: int | None, **sampling):
+            threads: int | None, logprobs: int | None, **sampling):
     """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
 
     Without MODEL, the Molière model shipped with charlstm is used."""
@@ -76,6 +81,8 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
     options = SamplingOptions(**{**sampling, "logit_bias": _biases(sampling["logit_bias"]),
                                  "ban": _argument_text(sampling["ban"], "--ban")})  # checked before loading
     check_held(length, num_samples)
+    if logprobs is not None and num_samples > 1:
+        raise BadInput("--logprobs describes one sample: drop --num-samples")
     if prime_file is not None and prime:
         raise BadInput("give the prompt once: --prime or --prime-file, not both")
     lm = Model(_model_path(model), threads=threads)
@@ -87,7 +94,12 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
     kwargs = dict(seed=seed, stop=stop, unknown=unknown, options=options)
     shown = lm.decode(lm.encode(prime, unknown)) if echo else ""  # the prompt the model was given
     with clikit.reader_may_leave():
-        if num_samples == 1:
+        if logprobs is not None:
+            records = stream_logprobs(lm, prime, length, logprobs, **kwargs)
+            if not chosen_seed and not options.is_greedy:
+                click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
+            _print_stream(json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+        elif num_samples == 1:
             pieces = stream(lm, prime, length, **kwargs)  # checks the prompt before printing
             if not chosen_seed and not options.is_greedy:  # greedy text does not depend on a seed
                 click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)

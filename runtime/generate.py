@@ -1,5 +1,6 @@
 """Text from a model: priming with a prompt, streaming generation, stop strings, batches, scoring."""
 
+import collections
 import dataclasses
 import math
 import secrets
@@ -12,7 +13,9 @@ from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.rng import SEED_LIMIT
-from charlstm.runtime.sampler import Picker, SamplingOptions, is_int
+from charlstm.runtime.sampler import Picker, SamplingOptions, is_int, log_probabilities, top_ids
+
+MAX_TOP = 256  # alternatives listed per character
 
 
 def lane_seeds(seed: int, num_samples: int) -> list[int]:
@@ -74,7 +77,35 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     from before the text's last character and pass that character as the prompt). An empty
     prompt feeds the start token first (Model.start_token). Sample i uses the seed `seed + i`
     (lane_seeds); seed=None draws fresh entropy."""
-    options = sampling_options(options, sampling)
+    run = _start(model, prompt, n, num_samples, seed, stop, state, unknown, sampling_options(options, sampling))
+    return (pieces for pieces, _ in _steps(*run))
+
+
+def stream_logprobs(model: Model, prompt: str = "", n: int = 500, top: int = 5, *, seed: int | None = None,
+                    stop: Sequence[str] = (), state: State | None = None, unknown: str = "error",
+                    options: SamplingOptions | None = None, **sampling) -> Iterator["Logprob"]:
+    """One continuation of `prompt` as records, one per character of its text: the character,
+    its log-probability under the distribution it was drawn from and the `top` (0 to
+    MAX_TOP) likeliest characters that could have been drawn (docs/formats.md, section 4,
+    step 13); other arguments as stream_batch, with one sample."""
+    if not is_int(top) or not 0 <= top <= MAX_TOP:
+        raise BadInput(f"logprobs must be an integer from 0 to {MAX_TOP}, not {top!r}")
+    run = _start(model, prompt, n, 1, seed, stop, state, unknown, sampling_options(options, sampling))
+    return _records(_steps(*run, top=top))
+
+
+def _records(steps) -> Iterator["Logprob"]:
+    """The record of each character of the text, in order: the stop matcher emits drawn
+    characters in the order they came and drops those of a stop string."""
+    drawn = collections.deque()
+    for pieces, records in steps:
+        drawn.extend(records or ())
+        for _ in pieces[0]:
+            yield drawn.popleft()
+
+
+def _start(model, prompt, n, num_samples, seed, stop, state, unknown, options: SamplingOptions) -> tuple:
+    """The checked arguments of the generation loop, the prompt fed."""
     stop = _stop_strings(stop)
     if not isinstance(prompt, str):
         raise BadInput(f"the prompt must be a string, not {type(prompt).__name__}")
@@ -92,23 +123,47 @@ def stream_batch(model: Model, prompt: str = "", n: int = 500, *, num_samples: i
     logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
     recent = np.full((num_samples, options.repetition_window), -1, np.int64)
     recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
-    return _steps(model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples),
-                  n, options, picker, recent, stop, max(len(ids), 1))
+    return (model, np.repeat(logits, num_samples, 0), primed.select([0] * num_samples), n, options, picker, recent,
+            stop, max(len(ids), 1))
 
 
-def _steps(model, logits, state, n, options, picker, recent, stop, fed) -> Iterator[list[str]]:
-    """The generation loop of stream_batch, once its arguments are checked and `fed` ids of the
-    prompt fed."""
+def _steps(model, logits, state, n, options, picker, recent, stop, fed, top=None):
+    """The generation loop, once its arguments are checked and `fed` ids of the prompt fed:
+    yields each step's new text of every lane and, with `top`, the drawn characters' records."""
     matchers = [_StopMatcher(stop) for _ in range(len(logits))]
     for t in range(n):
-        tokens = picker.choose(logits, recent)  # (B,)
-        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())]
+        z = picker.scores(logits, recent)
+        tokens = picker.choose(logits, z=z)  # (B,)
+        records = None if top is None else _logprobs(model, z, tokens, options, top)
+        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())], records
         if all(m.done for m in matchers) or t == n - 1:
             break
         if options.repetition_penalty != 1.0:
             recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
         logits, state = model._step(tokens, state, fed + t + 1)
-    yield [m.flush() for m in matchers]
+    yield [m.flush() for m in matchers], None
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """One generated character: its id, its log-probability under the distribution it was drawn
+    from, and the likeliest characters that could have been drawn, as (char, id, logprob)."""
+
+    char: str
+    id: int
+    logprob: float
+    top: tuple[tuple[str, int, float], ...]
+
+    def to_dict(self) -> dict:
+        return {"char": self.char, "id": self.id, "logprob": self.logprob,
+                "top": [{"char": c, "id": i, "logprob": lp} for c, i, lp in self.top]}
+
+
+def _logprobs(model, z, tokens, options, top) -> list[Logprob]:
+    logp = log_probabilities(z, options)
+    return [Logprob(model.vocab[tok], tok, float(logp[b, tok]),
+                    tuple((model.vocab[i], i, float(logp[b, i])) for i in top_ids(z[b], logp[b], top)))
+            for b, tok in enumerate(tokens.tolist())]
 
 
 def stream(model: Model, prompt: str = "", n: int = 500, **kwargs) -> Iterator[str]:

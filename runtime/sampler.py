@@ -1,5 +1,6 @@
 """Choosing the next character from logits, exactly as docs/formats.md specifies: bias and bans, penalty, greedy, temperature, top-k, top-p, min-p, draw."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,11 +136,16 @@ class Picker:
         self.streams = None if options.is_greedy else Streams(seeds)
         self.adjust = adjustment(options, vocab)
 
-    def choose(self, logits: np.ndarray, recent: np.ndarray | None = None) -> np.ndarray:
-        """logits (B, V) float32 and the recent ids (B, W) → the next ids (B,) int64."""
+    def scores(self, logits: np.ndarray, recent: np.ndarray | None = None) -> np.ndarray:
+        """Steps 1-3 of the spec: logits (B, V) float32 with bias, bans and penalty applied."""
         o = self.options
         z = logits if self.adjust is None else logits.astype(np.float64) + self.adjust  # banned: -inf
-        z = penalize(z, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else z
+        return penalize(z, recent, o.repetition_penalty) if o.repetition_penalty != 1.0 else z
+
+    def choose(self, logits: np.ndarray, recent: np.ndarray | None = None, z: np.ndarray | None = None) -> np.ndarray:
+        """logits (B, V) float32 and the recent ids (B, W) (or their scores z) → the next ids (B,) int64."""
+        o = self.options
+        z = self.scores(logits, recent) if z is None else z
         if o.is_greedy:
             return z.argmax(axis=1).astype(np.int64)  # ties: the lowest id
         if len(z) == 1 and not o.filters:
@@ -199,3 +205,29 @@ def kept_count(weights: np.ndarray, cdf: np.ndarray, options: SamplingOptions) -
     if options.min_p is not None:  # the first candidate's weight is exp(0) = 1
         kept = np.minimum(kept, np.maximum((weights >= options.min_p).sum(axis=1), 1))
     return kept
+
+
+def log_probabilities(z: np.ndarray, options: SamplingOptions) -> np.ndarray:
+    """Step 13 of the spec: the log-probability (B, V) float64 of each id under the distribution
+    the draw is made from — ((z - m) / T) - ln(C_{K-1}) for the kept candidates, -inf for the
+    others — at the temperature T (1 where it is 0); greedy mode reports the same distribution."""
+    temperature = options.temperature or 1.0
+    drawn = dataclasses.replace(options, temperature=temperature, greedy=False)
+    order, weights = candidates(z, drawn)
+    cdf = np.add.accumulate(weights, axis=1)
+    kept = kept_count(weights, cdf, drawn)
+    rows = np.arange(len(z))
+    total = cdf[:, -1] if kept is None else cdf[rows, kept - 1]
+    z = z.astype(np.float64)
+    logp = (z - z.max(axis=1, keepdims=True)) / temperature - np.log(total)[:, None]
+    if kept is not None:
+        outside = np.arange(z.shape[1])[None, :] >= kept[:, None]  # positions in the sorted order
+        np.put_along_axis(logp, order, np.where(outside, -np.inf, np.take_along_axis(logp, order, axis=1)), axis=1)
+    return logp
+
+
+def top_ids(z: np.ndarray, logp: np.ndarray, count: int) -> list[int]:
+    """The `count` most likely ids of one row that can be drawn: by z from the largest, equal z
+    in increasing id order."""
+    order = np.argsort(-z, kind="stable")
+    return [int(i) for i in order if np.isfinite(logp[i])][:count]

@@ -10,8 +10,8 @@ import { BadInput, oneLine, plural } from "../src/errors.mjs";
 import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
 import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
-import { checkHeld, score, stream, streamBatch } from "../src/generate.mjs";
-import { pyFixed, pyPath, pyRepr } from "../src/pyformat.mjs";
+import { checkHeld, score, stream, streamBatch, streamLogprobs } from "../src/generate.mjs";
+import { pyFixed, pyFloat, pyPath, pyRepr } from "../src/pyformat.mjs";
 
 const PROG = "charlstm-sample";
 const LIMITS = CONTRACT.limits;
@@ -41,6 +41,7 @@ Options:
   --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
   --num-samples INTEGER RANGE Independent samples, run as one batch.  [default: 1; 1<=x<=4096]
   --stop TEXT                 End a sample at this string (not printed); repeatable.
+  --logprobs N                Print JSON Lines instead of the text: each character, its log-probability and the N likeliest alternatives.  [0<=x<=256]
   --unknown [error|skip]      Characters outside the model's vocabulary: refuse, or drop them.  [default: error]
   --echo / --no-echo          Print the prompt before the text.  [default: echo]
   --score PATH                Print the model's nats per character on this text file instead of sampling.
@@ -54,14 +55,14 @@ const OPTIONS = {
   "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
   "--min-p": ["minP", "float"], "--bias": ["bias", "many"], "--ban": ["ban", "text"],
   "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
-  "--num-samples": ["numSamples", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
+  "--num-samples": ["numSamples", "int"], "--logprobs": ["logprobs", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
   "--echo": ["echo", "flag"], "--no-echo": ["echo", "off"], "--score": ["score", "text"], "--threads": ["threads", "int"],
 };
 // What --score does not use: given with it, they would be ignored, so they are refused.
 const GENERATION_ONLY = { prime: "--prime", primeFile: "--prime-file", length: "-n", temperature: "--temperature", topK: "--top-k",
   topP: "--top-p", minP: "--min-p", bias: "--bias", ban: "--ban", greedy: "--greedy",
   repetitionPenalty: "--repetition-penalty", seed: "--seed",
-  numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo" };
+  numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo", logprobs: "--logprobs" };
 
 function parseArgs(argv) {
   const given = { stop: [], bias: [] };
@@ -138,7 +139,7 @@ function rangeChecks(g) {
     throw new BadInput(`Invalid value for '--seed': ${g.seed} is not in the range x>=0. (see ${PROG} --help)`);
   }
   const ranges = [["length", "'-n' / '--length'", 0, LIMITS.maxLength], ["numSamples", "'--num-samples'", 1, LIMITS.maxBatch],
-    ["threads", "'--threads'", 1, LIMITS.maxThreads]];
+    ["threads", "'--threads'", 1, LIMITS.maxThreads], ["logprobs", "'--logprobs'", 0, 256]];
   for (const [key, flag, low, high] of ranges) {
     if (g[key] !== undefined && (g[key] < BigInt(low) || g[key] > BigInt(high))) {
       throw new BadInput(`Invalid value for ${flag}: ${g[key]} is not in the range ${low}<=x<=${high}. (see ${PROG} --help)`);
@@ -202,6 +203,7 @@ async function main() {
   const length = Number(g.length ?? 500n);
   const numSamples = Number(g.numSamples ?? 1n);
   checkHeld(length, numSamples);
+  if (g.logprobs !== undefined && numSamples > 1) throw new BadInput("--logprobs describes one sample: drop --num-samples");
   if (g.primeFile !== undefined && g.prime) throw new BadInput("give the prompt once: --prime or --prime-file, not both");
   const model = await Model.load(modelPath, { ort, threads, onNote });
   const prime = g.primeFile !== undefined ? readText(g.primeFile, "--prime-file")
@@ -211,6 +213,15 @@ async function main() {
   const unknown = g.unknown ?? "error";
   const common = { seed, stop: g.stop, unknown, ...sampling, n: length };
   const shown = g.echo === false ? "" : model.decode(model.encode(prime, unknown));
+  if (g.logprobs !== undefined) {
+    const records = await streamLogprobs(model, prime, { ...common, top: Number(g.logprobs) });
+    if (!chosenSeed && !options.greedy) process.stderr.write(`seed ${seed} (pass --seed ${seed} to get this text again)\n`);
+    for await (const r of records) {
+      process.stdout.write(`${jsonRecord(r)}\n`);
+      if (interrupted) return 130;
+    }
+    return 0;
+  }
   if (numSamples === 1) {
     const pieces = await stream(model, prime, common); // checks the prompt before printing
     if (!chosenSeed && !options.greedy) process.stderr.write(`seed ${seed} (pass --seed ${seed} to get this text again)\n`);
@@ -232,6 +243,12 @@ async function main() {
   const note = interrupted ? " (interrupted)" : "";
   process.stdout.write(labels.map((label, i) => `${label}\n${shown}${lanes[i].join("")}${note}\n`).join(""));
   return interrupted ? 130 : 0;
+}
+
+/** A logprob record as Python's json.dumps(record, ensure_ascii=False, separators=(",", ":")) writes it. */
+function jsonRecord(r) {
+  const entry = (e) => `{"char":${JSON.stringify(e.char)},"id":${e.id},"logprob":${pyFloat(e.logprob)}`;
+  return `${entry(r)},"top":[${r.top.map((t) => `${entry(t)}}`).join(",")}]}`;
 }
 
 /** A UTF-8 text file named on the command line, read as Python's read_text does (universal

@@ -4,7 +4,9 @@
 import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { laneSeeds, SEED_LIMIT } from "./rng.mjs";
-import { Picker, samplingOptions } from "./sampler.mjs";
+import { logProbabilities, Picker, samplingOptions, topIds } from "./sampler.mjs";
+
+const MAX_TOP = 256; // alternatives listed per character, as the Python runtime's MAX_TOP
 
 const LIMITS = CONTRACT.limits;
 
@@ -63,6 +65,32 @@ function randomSeed() {
  * logitBias ({character: value}) and ban (a string of characters).
  */
 export async function streamBatch(model, prompt = "", options = {}) {
+  const run = await start(model, prompt, options);
+  return (async function* () {
+    for await (const [pieces] of steps(...run)) yield pieces;
+  })();
+}
+
+/** One continuation of `prompt` as records, one per character of its text: { char, id, logprob,
+ * top: [{ char, id, logprob }] } — its log-probability under the distribution it was drawn
+ * from and the `top` (0 to 256) likeliest characters that could have been drawn (docs/formats.md,
+ * section 4, step 13). Options as streamBatch, with one sample, and top (default 5). */
+export async function streamLogprobs(model, prompt = "", options = {}) {
+  const { top = 5, ...rest } = options;
+  if (!Number.isInteger(top) || top < 0 || top > MAX_TOP) {
+    throw new BadInput(`logprobs must be an integer from 0 to ${MAX_TOP}, not ${top}`);
+  }
+  const run = await start(model, prompt, { ...rest, numSamples: 1 });
+  return (async function* () {
+    const drawn = [];
+    for await (const [pieces, records] of steps(...run, top)) {
+      drawn.push(...(records ?? []));
+      for (let k = [...pieces[0]].length; k > 0; k--) yield drawn.shift();
+    }
+  })();
+}
+
+async function start(model, prompt, options) {
   const { n = 500, numSamples = 1, seed = null, stop = [], state = null, unknown = "error", ...sampling } = options;
   const o = samplingOptions(sampling);
   const stops = stopStrings(stop);
@@ -82,7 +110,7 @@ export async function streamBatch(model, prompt = "", options = {}) {
   const window = o.repetitionWindow;
   const recent = Array.from({ length: numSamples }, () => [...Array(Math.max(0, window - ids.length)).fill(-1),
     ...ids.slice(-window)]);
-  return steps(model, primed, n, o, pickers, recent, stops, Math.max(ids.length, 1));
+  return [model, primed, n, o, pickers, recent, stops, Math.max(ids.length, 1)];
 }
 
 /** BadInput when `numSamples` texts of `n` characters, held until the end, pass the cap (core/limits.py). */
@@ -107,7 +135,9 @@ function parseSeed(seed) {
   return value;
 }
 
-async function* steps(model, primed, n, o, pickers, recent, stops, fed) {
+/** The generation loop: yields each step's new text of every lane and, with `top`, the drawn
+ * characters' records. */
+async function* steps(model, primed, n, o, pickers, recent, stops, fed, top = null) {
   const batch = pickers.length;
   const V = model.vocabSize;
   const matchers = pickers.map(() => new StopMatcher(stops));
@@ -115,13 +145,21 @@ async function* steps(model, primed, n, o, pickers, recent, stops, fed) {
   for (let b = 0; b < batch; b++) logits.set(primed.logits, b * V);
   let state = primed.state.select(Array(batch).fill(0), model.numLayers, model.hiddenSize);
   for (let t = 0; t < n; t++) {
-    const tokens = pickers.map((p, b) => p.choose(logits.subarray(b * V, (b + 1) * V), recent[b]));
-    yield tokens.map((tok, b) => (matchers[b].done ? "" : matchers[b].push(model.vocab[tok])));
+    const scores = pickers.map((p, b) => p.scores(logits.subarray(b * V, (b + 1) * V), recent[b]));
+    const tokens = pickers.map((p, b) => p.choose(null, null, scores[b]));
+    const records = top === null ? null : tokens.map((tok, b) => record(model, scores[b], tok, o, top));
+    yield [tokens.map((tok, b) => (matchers[b].done ? "" : matchers[b].push(model.vocab[tok]))), records];
     if (matchers.every((m) => m.done) || t === n - 1) break;
     if (o.repetitionPenalty !== 1) tokens.forEach((tok, b) => { recent[b].shift(); recent[b].push(tok); });
     ({ logits, state } = await model.stepUnchecked(tokens, state, fed + t + 1));
   }
-  yield matchers.map((m) => m.flush());
+  yield [matchers.map((m) => m.flush()), null];
+}
+
+function record(model, z, tok, options, top) {
+  const logp = logProbabilities(z, options);
+  return { char: model.vocab[tok], id: tok, logprob: logp[tok],
+    top: topIds(z, logp, top).map((id) => ({ char: model.vocab[id], id, logprob: logp[id] })) };
 }
 
 /** One continuation of `prompt`, piece by piece (an async iterator of strings); options as streamBatch. */

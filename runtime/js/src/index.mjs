@@ -9,5 +9,5 @@
 export { BadInput } from "./errors.mjs";
 export { Model, State } from "./model.mjs";
 export { laneSeeds, SplitMix64 } from "./rng.mjs";
-export { DEFAULTS, Picker, samplingOptions } from "./sampler.mjs";
-export { generate, generateBatch, score, stream, streamBatch, StopMatcher } from "./generate.mjs";
+export { DEFAULTS, logProbabilities, Picker, samplingOptions } from "./sampler.mjs";
+export { generate, generateBatch, score, stream, streamBatch, streamLogprobs, StopMatcher } from "./generate.mjs";

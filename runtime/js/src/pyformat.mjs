@@ -41,3 +41,22 @@ export function pyRepr(text) {
   }
   return quote + body + quote;
 }
+
+/** Python's repr() of a float (as json.dumps writes it): the shortest digits that read back,
+ * fixed notation for decimal exponents from -4 to 15, else d.ddde±XX; integral values end in .0. */
+export function pyFloat(x) {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? "NaN" : (x > 0 ? "Infinity" : "-Infinity");
+  if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
+  const [mantissa, power] = x.toExponential().split("e");
+  const exp = Number(power);
+  const sign = x < 0 ? "-" : "";
+  const digits = mantissa.replace("-", "").replace(".", "");
+  if (exp < -4 || exp >= 16) {
+    const body = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    return `${sign}${body}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  }
+  if (exp < 0) return `${sign}0.${"0".repeat(-exp - 1)}${digits}`;
+  const whole = digits.slice(0, exp + 1).padEnd(exp + 1, "0");
+  const fraction = digits.slice(exp + 1);
+  return `${sign}${whole}.${fraction || "0"}`;
+}

@@ -71,8 +71,8 @@ export class Picker {
     this.adjust = adjustment(this.options, vocab);
   }
 
-  /** logits (Float32Array, V) and the recent ids (-1 = empty) → the next id. */
-  choose(logits, recent = []) {
+  /** Steps 1-3 of the spec: logits (Float32Array, V) with bias, bans and penalty, as float64. */
+  scores(logits, recent = []) {
     const o = this.options;
     const z = Float64Array.from(logits);
     if (this.adjust) for (const [id, value] of this.adjust) z[id] += value;
@@ -80,32 +80,14 @@ export class Picker {
       const p = o.repetitionPenalty;
       for (const id of new Set(recent)) if (id >= 0) z[id] = z[id] > 0 ? z[id] / p : z[id] * p;
     }
-    if (o.greedy) return argmax(z);
-    const filters = o.topK !== null || o.topP !== null || o.minP !== null;
-    const order = filters ? sortedIds(z) : null;
+    return z;
+  }
+
+  /** logits (Float32Array, V) and the recent ids (-1 = empty) (or their scores z) → the next id. */
+  choose(logits, recent = [], z = this.scores(logits, recent)) {
+    if (this.options.greedy) return argmax(z);
+    const { order, weights, cdf, kept } = distribution(z, this.options);
     const size = z.length;
-    const weights = new Float64Array(size);
-    const cdf = new Float64Array(size);
-    let max = -Infinity;
-    for (let j = 0; j < size; j++) max = Math.max(max, z[order ? order[j] : j]);
-    let sum = 0;
-    for (let j = 0; j < size; j++) {
-      weights[j] = Math.exp((z[order ? order[j] : j] - max) / o.temperature);
-      sum += weights[j];
-      cdf[j] = sum;
-    }
-    let kept = o.topK === null ? size : Math.min(o.topK, size);
-    if (o.topP !== null) {
-      const bound = (o.topP - TOP_P_SLACK) * cdf[kept - 1];
-      let inside = 0;
-      while (inside < size && (inside === 0 ? 0 : cdf[inside - 1]) < bound) inside++;
-      kept = Math.min(kept, Math.max(inside, 1));
-    }
-    if (o.minP !== null) { // the first candidate's weight is exp(0) = 1
-      let likely = 0;
-      for (let j = 0; j < size; j++) if (weights[j] >= o.minP) likely++;
-      kept = Math.min(kept, Math.max(likely, 1));
-    }
     const target = this.stream.uniform() * cdf[kept - 1];
     let pick = 0;
     while (pick < size && cdf[pick] <= target) pick++;
@@ -115,6 +97,59 @@ export class Picker {
     }
     return order ? order[pick] : pick;
   }
+}
+
+/** Steps 5-10 of the spec: the candidates (null: in id order), their weights, cumulative sums
+ * and how many lead the draw. */
+function distribution(z, o) {
+  const filters = o.topK !== null || o.topP !== null || o.minP !== null;
+  const order = filters ? sortedIds(z) : null;
+  const size = z.length;
+  const weights = new Float64Array(size);
+  const cdf = new Float64Array(size);
+  let max = -Infinity;
+  for (let j = 0; j < size; j++) max = Math.max(max, z[order ? order[j] : j]);
+  let sum = 0;
+  for (let j = 0; j < size; j++) {
+    weights[j] = Math.exp((z[order ? order[j] : j] - max) / o.temperature);
+    sum += weights[j];
+    cdf[j] = sum;
+  }
+  let kept = o.topK === null ? size : Math.min(o.topK, size);
+  if (o.topP !== null) {
+    const bound = (o.topP - TOP_P_SLACK) * cdf[kept - 1];
+    let inside = 0;
+    while (inside < size && (inside === 0 ? 0 : cdf[inside - 1]) < bound) inside++;
+    kept = Math.min(kept, Math.max(inside, 1));
+  }
+  if (o.minP !== null) { // the first candidate's weight is exp(0) = 1
+    let likely = 0;
+    for (let j = 0; j < size; j++) if (weights[j] >= o.minP) likely++;
+    kept = Math.min(kept, Math.max(likely, 1));
+  }
+  return { order, weights, cdf, kept };
+}
+
+/** Step 13 of the spec: each id's log-probability (Float64Array, V) under the distribution the
+ * draw is made from, ((z - m) / T) - ln(C[K-1]) for the kept candidates and -Infinity for the
+ * others, at the temperature T (1 where it is 0); greedy mode reports the same distribution. */
+export function logProbabilities(z, options) {
+  const temperature = options.temperature || 1;
+  const { order, cdf, kept } = distribution(z, { ...options, temperature });
+  let max = -Infinity;
+  for (const v of z) max = Math.max(max, v);
+  const logTotal = Math.log(cdf[kept - 1]);
+  const logp = new Float64Array(z.length).fill(-Infinity);
+  for (let i = 0; i < kept; i++) {
+    const id = order ? order[i] : i;
+    logp[id] = (z[id] - max) / temperature - logTotal;
+  }
+  return logp;
+}
+
+/** The `count` most likely ids that can be drawn: by z from the largest, equal z in increasing id order. */
+export function topIds(z, logp, count) {
+  return sortedIds(z).filter((id) => logp[id] > -Infinity).slice(0, count);
 }
 
 function argmax(z) {
