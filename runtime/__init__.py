@@ -7,10 +7,11 @@
 """
 
 from charlstm.core.errors import BadInput
+from charlstm.runtime.beams import Beam, beam_search
 from charlstm.runtime.generate import (Logprob, Score, generate, generate_batch, lane_seeds, score, stream,
                                        stream_batch, stream_logprobs)
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.sampler import SamplingOptions
 
-__all__ = ["BadInput", "Logprob", "Model", "SamplingOptions", "Score", "State", "generate", "generate_batch",
+__all__ = ["BadInput", "Beam", "beam_search", "Logprob", "Model", "SamplingOptions", "Score", "State", "generate", "generate_batch",
            "lane_seeds", "score", "stream", "stream_batch", "stream_logprobs"]

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 
 from charlstm.core import clikit, limits
 from charlstm.core.errors import BadInput, plural
+from charlstm.runtime.beams import MAX_BEAMS, beam_search
 from charlstm.runtime.generate import MAX_TOP, check_held, lane_seeds, score, stream, stream_batch, stream_logprobs
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
@@ -32,7 +33,10 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
                    "top_p": "--top-p", "min_p": "--min-p", "logit_bias": "--bias", "ban": "--ban",
                    "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
                    "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo",
-                   "logprobs": "--logprobs"}
+                   "logprobs": "--logprobs", "beams": "--beams", "length_penalty": "--length-penalty"}
+# What --beams does not use: it ranks by the model's probabilities and draws nothing.
+NOT_WITH_BEAMS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p",
+                  "greedy": "--greedy", "seed": "--seed", "num_samples": "--num-samples", "logprobs": "--logprobs"}
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +66,10 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
 @click.option("--logprobs", type=click.IntRange(0, MAX_TOP), default=None, metavar="N",
               help="Print JSON Lines instead of the text: each character, its log-probability and the N likeliest"
                    " alternatives.")
+@click.option("--beams", type=click.IntRange(1, MAX_BEAMS), default=None, metavar="K",
+              help="Print the K likeliest continuations (beam search) instead of sampling.")
+@click.option("--length-penalty", type=float, default=0.0, show_default=True,
+              help="With --beams: rank by log-probability / length^X (0: the sum; larger: longer beams).")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the model's vocabulary: refuse, or drop them.")
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prompt before the text.")
@@ -71,13 +79,17 @@ GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "
               help="onnxruntime threads. [default: cores, at most 4]")
 def command(model: Path | None, prime: str, prime_file: Path | None, length: int, seed: int | None,
             num_samples: int, stop: tuple[str, ...], unknown: str, echo: bool, score_file: Path | None,
-            threads: int | None, logprobs: int | None, **sampling):
+            threads: int | None, logprobs: int | None, beams: int | None, length_penalty: float, **sampling):
     """Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
 
     Without MODEL, the Molière model shipped with charlstm is used."""
     if score_file is not None:
         _refuse_generation_options()
         return _score(Model(_model_path(model), threads=threads), score_file, unknown)
+    if beams is not None:
+        _refuse(NOT_WITH_BEAMS, "--beams ranks continuations by the model's probabilities and draws nothing")
+    elif click.get_current_context().get_parameter_source("length_penalty") is not ParameterSource.DEFAULT:
+        raise BadInput("--length-penalty goes with --beams")
     options = SamplingOptions(**{**sampling, "logit_bias": _biases(sampling["logit_bias"]),
                                  "ban": _argument_text(sampling["ban"], "--ban")})  # checked before loading
     check_held(length, num_samples)
@@ -94,7 +106,13 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
     kwargs = dict(seed=seed, stop=stop, unknown=unknown, options=options)
     shown = lm.decode(lm.encode(prime, unknown)) if echo else ""  # the prompt the model was given
     with clikit.reader_may_leave():
-        if logprobs is not None:
+        if beams is not None:
+            found = beam_search(lm, prime, length, beams, length_penalty=length_penalty, stop=stop, unknown=unknown,
+                                logit_bias=options.logit_bias, ban=options.ban,
+                                repetition_penalty=options.repetition_penalty)
+            sys.stdout.write("".join(f"--- beam {i + 1} (log-probability {b.logprob:.4f}) ---\n{shown}{b.text}\n"
+                                     for i, b in enumerate(found)))
+        elif logprobs is not None:
             records = stream_logprobs(lm, prime, length, logprobs, **kwargs)
             if not chosen_seed and not options.is_greedy:
                 click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
@@ -148,11 +166,15 @@ def _argument_text(text: str, flag: str) -> str:
 
 
 def _refuse_generation_options() -> None:
+    _refuse(GENERATION_ONLY, "--score measures a text and does not generate")
+
+
+def _refuse(flags: dict, why: str) -> None:
+    """BadInput naming those of `flags` (parameter -> flag) that were given."""
     context = click.get_current_context()
-    given = [flag for name, flag in GENERATION_ONLY.items()
-             if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
+    given = [flag for name, flag in flags.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
     if given:
-        raise BadInput(f"--score measures a text and does not generate: drop {', '.join(given)}")
+        raise BadInput(f"{why}: drop {', '.join(given)}")
 
 
 def _print_stream(pieces) -> None:

@@ -87,7 +87,9 @@ def test_bad_input_is_one_line_and_exit_2_in_both(node, args):
 
 @pytest.mark.parametrize("args", [["--min-p", 0], ["--min-p", "1.5"], ["--bias", "ab=1"], ["--bias", "a"],
                                   ["--bias", "a=101"], ["--bias", "a=inf"], ["--bias", "a=1", "--bias", "a=2"],
-                                  ["--ban", "€"], ["--bias", "€=1"], ["--score", "x", "--ban", "a", "--min-p", 0.1]])
+                                  ["--ban", "€"], ["--bias", "€=1"], ["--score", "x", "--ban", "a", "--min-p", 0.1],
+                                  ["--beams", 2, "--top-k", 3, "--greedy"], ["--beams", 0], ["--length-penalty", 2],
+                                  ["--logprobs", 2, "--num-samples", 2]])
 def test_the_sampling_refusals_are_the_same_line_in_both(node, args):
     model = ROOT / "models" / "moliere.onnx"
     python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
@@ -109,3 +111,13 @@ def test_logprob_records_agree_in_both(node, args):
     for a, b in zip(ours, theirs):
         assert (a["char"], a["id"], [t["id"] for t in a["top"]]) == (b["char"], b["id"], [t["id"] for t in b["top"]])
         assert all(abs(x["logprob"] - y["logprob"]) <= 1e-9 for x, y in zip([a, *a["top"]], [b, *b["top"]]))
+
+
+@pytest.mark.parametrize("args", [["--prime", "ALCESTE.", "-n", 80, "--beams", 3, "--repetition-penalty", 1.3],
+                                  ["--prime", "Je", "-n", 120, "--beams", 4, "--stop", ".", "--length-penalty", 1],
+                                  ["-n", 60, "--beams", 2, "--ban", "e", "--bias", "!=2", "--no-echo"]])
+def test_beams_are_the_same_in_both(node, fresh_model, args):
+    for model in (ROOT / "models" / "moliere.onnx", fresh_model):
+        python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
+        assert python.returncode == js.returncode == 0, (python.stderr, js.stderr)
+        assert js.stdout == python.stdout and python.stdout.count("--- beam ") == args[args.index("--beams") + 1]

@@ -10,6 +10,7 @@ import { BadInput, oneLine, plural } from "../src/errors.mjs";
 import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
 import { samplingOptions, DEFAULTS } from "../src/sampler.mjs";
+import { beamSearch } from "../src/beams.mjs";
 import { checkHeld, score, stream, streamBatch, streamLogprobs } from "../src/generate.mjs";
 import { pyFixed, pyFloat, pyPath, pyRepr } from "../src/pyformat.mjs";
 
@@ -42,6 +43,8 @@ Options:
   --num-samples INTEGER RANGE Independent samples, run as one batch.  [default: 1; 1<=x<=4096]
   --stop TEXT                 End a sample at this string (not printed); repeatable.
   --logprobs N                Print JSON Lines instead of the text: each character, its log-probability and the N likeliest alternatives.  [0<=x<=256]
+  --beams K                   Print the K likeliest continuations (beam search) instead of sampling.  [1<=x<=64]
+  --length-penalty FLOAT      With --beams: rank by log-probability / length^X (0: the sum; larger: longer beams).  [default: 0.0]
   --unknown [error|skip]      Characters outside the model's vocabulary: refuse, or drop them.  [default: error]
   --echo / --no-echo          Print the prompt before the text.  [default: echo]
   --score PATH                Print the model's nats per character on this text file instead of sampling.
@@ -55,14 +58,19 @@ const OPTIONS = {
   "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
   "--min-p": ["minP", "float"], "--bias": ["bias", "many"], "--ban": ["ban", "text"],
   "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
-  "--num-samples": ["numSamples", "int"], "--logprobs": ["logprobs", "int"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
+  "--num-samples": ["numSamples", "int"], "--logprobs": ["logprobs", "int"], "--beams": ["beams", "int"],
+  "--length-penalty": ["lengthPenalty", "float"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
   "--echo": ["echo", "flag"], "--no-echo": ["echo", "off"], "--score": ["score", "text"], "--threads": ["threads", "int"],
 };
 // What --score does not use: given with it, they would be ignored, so they are refused.
 const GENERATION_ONLY = { prime: "--prime", primeFile: "--prime-file", length: "-n", temperature: "--temperature", topK: "--top-k",
   topP: "--top-p", minP: "--min-p", bias: "--bias", ban: "--ban", greedy: "--greedy",
   repetitionPenalty: "--repetition-penalty", seed: "--seed",
-  numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo", logprobs: "--logprobs" };
+  numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo", logprobs: "--logprobs", beams: "--beams",
+  lengthPenalty: "--length-penalty" };
+// What --beams does not use: it ranks by the model's probabilities and draws nothing.
+const NOT_WITH_BEAMS = { temperature: "--temperature", topK: "--top-k", topP: "--top-p", minP: "--min-p",
+  greedy: "--greedy", seed: "--seed", numSamples: "--num-samples", logprobs: "--logprobs" };
 
 function parseArgs(argv) {
   const given = { stop: [], bias: [] };
@@ -139,7 +147,7 @@ function rangeChecks(g) {
     throw new BadInput(`Invalid value for '--seed': ${g.seed} is not in the range x>=0. (see ${PROG} --help)`);
   }
   const ranges = [["length", "'-n' / '--length'", 0, LIMITS.maxLength], ["numSamples", "'--num-samples'", 1, LIMITS.maxBatch],
-    ["threads", "'--threads'", 1, LIMITS.maxThreads], ["logprobs", "'--logprobs'", 0, 256]];
+    ["threads", "'--threads'", 1, LIMITS.maxThreads], ["logprobs", "'--logprobs'", 0, 256], ["beams", "'--beams'", 1, 64]];
   for (const [key, flag, low, high] of ranges) {
     if (g[key] !== undefined && (g[key] < BigInt(low) || g[key] > BigInt(high))) {
       throw new BadInput(`Invalid value for ${flag}: ${g[key]} is not in the range ${low}<=x<=${high}. (see ${PROG} --help)`);
@@ -194,6 +202,12 @@ async function main() {
     if (extra.length) throw new BadInput(`--score measures a text and does not generate: drop ${extra.join(", ")}`);
     return scoreFile(await Model.load(modelPath, { ort, threads, onNote }), g.score, g.unknown ?? "error");
   }
+  if (g.beams !== undefined) {
+    const extra = Object.entries(NOT_WITH_BEAMS).filter(([key]) => key in g).map(([, flag]) => flag);
+    if (extra.length) {
+      throw new BadInput(`--beams ranks continuations by the model's probabilities and draws nothing: drop ${extra.join(", ")}`);
+    }
+  } else if (g.lengthPenalty !== undefined) throw new BadInput("--length-penalty goes with --beams");
   const sampling = {
     temperature: g.temperature ?? DEFAULTS.temperature, topK: g.topK === undefined ? null : Number(g.topK),
     topP: g.topP ?? null, repetitionPenalty: g.repetitionPenalty ?? DEFAULTS.repetitionPenalty, greedy: g.greedy ?? false,
@@ -213,6 +227,13 @@ async function main() {
   const unknown = g.unknown ?? "error";
   const common = { seed, stop: g.stop, unknown, ...sampling, n: length };
   const shown = g.echo === false ? "" : model.decode(model.encode(prime, unknown));
+  if (g.beams !== undefined) {
+    const found = await beamSearch(model, prime, { n: length, beams: Number(g.beams), lengthPenalty: g.lengthPenalty ?? 0,
+      stop: g.stop, unknown, logitBias: sampling.logitBias, ban: sampling.ban, repetitionPenalty: sampling.repetitionPenalty });
+    process.stdout.write(found.map((b, i) => `--- beam ${i + 1} (log-probability ${pyFixed(b.logprob, 4)}) ---\n${shown}${b.text}\n`)
+      .join(""));
+    return 0;
+  }
   if (g.logprobs !== undefined) {
     const records = await streamLogprobs(model, prime, { ...common, top: Number(g.logprobs) });
     if (!chosenSeed && !options.greedy) process.stderr.write(`seed ${seed} (pass --seed ${seed} to get this text again)\n`);

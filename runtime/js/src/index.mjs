@@ -6,6 +6,7 @@
 //   const model = await Model.load("moliere.onnx", { ort });
 //   console.log(await generate(model, "ALCESTE.", { n: 300, seed: 1 }));
 
+export { beamSearch } from "./beams.mjs";
 export { BadInput } from "./errors.mjs";
 export { Model, State } from "./model.mjs";
 export { laneSeeds, SplitMix64 } from "./rng.mjs";
