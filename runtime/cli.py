@@ -30,7 +30,7 @@ Examples:
 DEFAULTS = SamplingOptions()
 # What --score does not use: given with it, they would be ignored, so they are refused.
 GENERATION_ONLY = {"prime": "--prime", "prime_file": "--prime-file", "length": "-n", "temperature": "--temperature", "top_k": "--top-k",
-                   "top_p": "--top-p", "min_p": "--min-p", "logit_bias": "--bias", "ban": "--ban",
+                   "top_p": "--top-p", "min_p": "--min-p", "logit_bias": "--bias", "ban": "--ban", "regex": "--regex",
                    "greedy": "--greedy", "repetition_penalty": "--repetition-penalty",
                    "seed": "--seed", "num_samples": "--num-samples", "stop": "--stop", "echo": "--echo/--no-echo",
                    "logprobs": "--logprobs", "beams": "--beams", "length_penalty": "--length-penalty"}
@@ -55,6 +55,8 @@ NOT_WITH_BEAMS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "
 @click.option("--bias", "logit_bias", multiple=True, metavar="CHAR=VALUE",
               help="Add VALUE (-100 to 100) to the character's logit; repeatable.")
 @click.option("--ban", default="", metavar="CHARS", help="Never draw these characters.")
+@click.option("--regex", default=None, metavar="PATTERN",
+              help="Generate a text that matches PATTERN as a whole (docs/formats.md, section 11).")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character.")
 @click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
               help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
@@ -92,6 +94,8 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
         raise BadInput("--length-penalty goes with --beams")
     options = SamplingOptions(**{**sampling, "logit_bias": _biases(sampling["logit_bias"]),
                                  "ban": _argument_text(sampling["ban"], "--ban")})  # checked before loading
+    if beams is not None and options.regex is not None:
+        raise BadInput("--regex does not constrain --beams yet: drop one of them")
     check_held(length, num_samples)
     if logprobs is not None and num_samples > 1:
         raise BadInput("--logprobs describes one sample: drop --num-samples")

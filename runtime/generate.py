@@ -12,6 +12,7 @@ import numpy as np
 from charlstm.core import limits
 from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
+from charlstm.runtime.regex import Constraint
 from charlstm.runtime.rng import SEED_LIMIT
 from charlstm.runtime.sampler import Picker, SamplingOptions, is_int, log_probabilities, top_ids
 
@@ -31,12 +32,14 @@ class _StopMatcher:
         self.stops = [s for s in stops if s]
         self.pending, self.done = "", False
 
-    def push(self, ch: str) -> str:
+    def push(self, ch: str, can_end=None) -> str:
+        """The text `ch` lets out; `can_end(k)`: whether the text may end k characters back
+        (a regex constraint's say), else every stop string ends it."""
         if not self.stops:
             return ch
         self.pending += ch
         for stop in self.stops:
-            if self.pending.endswith(stop):
+            if self.pending.endswith(stop) and (can_end is None or can_end(len(stop))):
                 self.done = True
                 return self.pending[: -len(stop)]
         keep = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])),
@@ -46,6 +49,12 @@ class _StopMatcher:
 
     def flush(self) -> str:
         out, self.pending = ("" if self.done else self.pending), ""
+        return out
+
+    def end(self) -> str:
+        """The text ends here (a regex constraint's end): what was held back, then nothing."""
+        out = self.flush()
+        self.done = True
         return out
 
 
@@ -120,6 +129,9 @@ def _start(model, prompt, n, num_samples, seed, stop, state, unknown, options: S
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
     seed = secrets.randbits(64) if seed is None else seed
     picker = Picker(options, lane_seeds(seed, num_samples), model.vocab)
+    if picker.dfa is not None and picker.dfa.distance[0] > n:
+        raise BadInput(f"--regex: the shortest text matching {options.regex!r} has {picker.dfa.distance[0]} characters;"
+                       f" -n is {n}")
     logits, primed = model.prime(ids if len(ids) else [model.start_token], state)
     recent = np.full((num_samples, options.repetition_window), -1, np.int64)
     recent[:, max(0, options.repetition_window - len(ids)):] = ids[-options.repetition_window:]
@@ -131,17 +143,30 @@ def _steps(model, logits, state, n, options, picker, recent, stop, fed, top=None
     """The generation loop, once its arguments are checked and `fed` ids of the prompt fed:
     yields each step's new text of every lane and, with `top`, the drawn characters' records."""
     matchers = [_StopMatcher(stop) for _ in range(len(logits))]
+    constraint = Constraint(picker.dfa, len(logits), model.start_token) if picker.dfa is not None else None
     for t in range(n):
         z = picker.scores(logits, recent)
+        if constraint is not None:
+            z = np.where(constraint.mask(n - t), z, -np.inf)  # characters that break the match: banned
         tokens = picker.choose(logits, z=z)  # (B,)
         records = None if top is None else _logprobs(model, z, tokens, options, top)
-        yield [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())], records
+        yield _emit(model, matchers, tokens, constraint), records
         if all(m.done for m in matchers) or t == n - 1:
             break
         if options.repetition_penalty != 1.0:
             recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
         logits, state = model._step(tokens, state, fed + t + 1)
     yield [m.flush() for m in matchers], None
+
+
+def _emit(model, matchers, tokens, constraint) -> list[str]:
+    """Each lane's new text: its drawn character through its stop matcher, or, where the
+    constraint says the draw ended the text, what the matcher held back."""
+    if constraint is None:
+        return [m.push(model.vocab[tok]) if not m.done else "" for m, tok in zip(matchers, tokens.tolist())]
+    ended = constraint.advance(tokens)
+    return ["" if m.done else m.end() if stop else m.push(model.vocab[tok], lambda k, b=b: constraint.can_end(b, k))
+            for b, (m, tok, stop) in enumerate(zip(matchers, tokens.tolist(), ended))]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import numpy as np
 
 from charlstm.core import limits
 from charlstm.core.errors import BadInput
+from charlstm.runtime.regex import compile_regex
 from charlstm.runtime.rng import Streams
 
 # Beyond these a penalty changes nothing more (a penalized character is already never drawn)
@@ -30,6 +31,7 @@ class SamplingOptions:
     min_p: float | None = None  # keep the characters at least min_p times as likely as the likeliest
     logit_bias: tuple[tuple[str, float], ...] = ()  # (character, value added to its logit); a dict is accepted
     ban: tuple[str, ...] = ()  # characters never drawn; a string is accepted
+    regex: str | None = None  # the whole text matches this pattern (runtime/regex.py's subset)
 
     def __post_init__(self) -> None:
         self._normalize_bias_and_ban()
@@ -51,6 +53,7 @@ class SamplingOptions:
             (self.min_p is None or (_is_number(self.min_p) and 0 < self.min_p <= 1), "min-p must be in (0, 1]"),
             (all(_is_number(v) and -MAX_BIAS <= v <= MAX_BIAS for _, v in self.logit_bias),
              f"a logit bias must be a number from {-MAX_BIAS:g} to {MAX_BIAS:g}"),
+            (self.regex is None or isinstance(self.regex, str), "regex must be a string"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,6 +138,8 @@ class Picker:
         self.options = options
         self.streams = None if options.is_greedy else Streams(seeds)
         self.adjust = adjustment(options, vocab)
+        banned = frozenset(np.flatnonzero(np.isneginf(self.adjust)).tolist()) if self.adjust is not None else ()
+        self.dfa = compile_regex(options.regex, vocab or [], banned) if options.regex is not None else None
 
     def scores(self, logits: np.ndarray, recent: np.ndarray | None = None) -> np.ndarray:
         """Steps 1-3 of the spec: logits (B, V) float32 with bias, bans and penalty applied."""
