@@ -1,5 +1,7 @@
 """Regular expressions over a model's characters, compiled to a DFA whose masks constrain generation (docs/formats.md section 11).
 
+runtime/js/src/regex.mjs follows the same steps; tests/golden/regex.json holds what both produce.
+
 The subset: literals; escapes of metacharacters and \\n \\t \\r \\f \\v \\xhh \\uhhhh; `.` (any
 character but a line break); classes `[...]` with ranges and `^` negation; \\d \\w \\s and their
 negations (ASCII: [0-9], [A-Za-z0-9_], [ \\t\\n\\r\\f\\v]); groups `(...)`, `(?:...)`; alternation
@@ -276,7 +278,7 @@ def compile_regex(pattern: str, vocab: list[str], excluded=frozenset()) -> Dfa:
             for ids, nxt in nfa.edges[q]:
                 for j in ids or ():
                     moves.setdefault(j, set()).add(nxt)
-        for j, targets in moves.items():
+        for j, targets in sorted(moves.items()):  # ids ascending: states are numbered alike in every runtime
             target = nfa.closure(targets)
             if target not in index:
                 if len(states) >= MAX_DFA:

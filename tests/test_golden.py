@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm.runtime import Model, SamplingOptions, generate, generate_batch
+from charlstm.runtime import BadInput, Model, SamplingOptions, generate, generate_batch
 from charlstm.runtime.rng import Streams, splitmix64
 from charlstm.runtime.sampler import Picker
 from conftest import ROOT, parity_failure
@@ -88,3 +88,22 @@ def test_the_texts_every_runtime_must_print(case):
     texts = generate_batch(model, case["prompt"], case["length"], case["samples"], seed=seed, stop=case["stop"],
                            **case["options"])
     assert texts == case["texts"]
+
+
+def test_the_regex_dfas():
+    from charlstm.runtime.regex import compile_regex
+
+    golden = read("regex.json")
+    for case in golden["cases"]:
+        dfa = compile_regex(case["pattern"], golden["vocab"])
+        assert len(dfa.next) == case["states"]
+        for row in case["strings"]:
+            state = 0
+            for ch in row["text"]:
+                state = int(dfa.next[state, golden["vocab"].index(ch)]) if state >= 0 else -1
+            assert (state >= 0 and bool(dfa.accepting[state])) == row["match"]
+            assert ([] if state < 0 else dfa.allowed(state, 10**9).tolist()) == row["next"]
+    for case in golden["refused"]:
+        with pytest.raises(BadInput) as refused:
+            compile_regex(case["pattern"], golden["vocab"])
+        assert str(refused.value) == case["message"]

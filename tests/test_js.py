@@ -30,6 +30,9 @@ OPTION_SETS = [
     ["--prime", "ORGON.", "-n", 200, "--greedy", "--ban", "e\n", "--bias", "a=0.5"],
     ["-n", 300, "--seed", 15, "--num-samples", 2, "--min-p", 0.02, "--top-p", 0.9, "--ban", "A",
      "--repetition-penalty", 1.2],
+    ["--prime", "ORGON.", "-n", 200, "--seed", 16, "--regex", r"\n\n[A-Z]+\.\n(Oui|Non|Ah), [a-zé ]+[.!]"],
+    ["-n", 120, "--seed", 17, "--num-samples", 3, "--regex", r"[A-Z][a-z]+( [a-z]+){1,4}\.", "--temperature", 1.2,
+     "--stop", " et", "--ban", "q"],
 ]
 
 
@@ -89,7 +92,8 @@ def test_bad_input_is_one_line_and_exit_2_in_both(node, args):
                                   ["--bias", "a=101"], ["--bias", "a=inf"], ["--bias", "a=1", "--bias", "a=2"],
                                   ["--ban", "€"], ["--bias", "€=1"], ["--score", "x", "--ban", "a", "--min-p", 0.1],
                                   ["--beams", 2, "--top-k", 3, "--greedy"], ["--beams", 0], ["--length-penalty", 2],
-                                  ["--logprobs", 2, "--num-samples", 2]])
+                                  ["--logprobs", 2, "--num-samples", 2], ["--regex", "a(?=b)"], ["--regex", "(a"],
+                                  ["--regex", r"\d{9}", "-n", 3], ["--regex", "[☃]"], ["--beams", 2, "--regex", "a"]])
 def test_the_sampling_refusals_are_the_same_line_in_both(node, args):
     model = ROOT / "models" / "moliere.onnx"
     python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)

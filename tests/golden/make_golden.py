@@ -7,6 +7,7 @@
   seeded text through the runtime's sampler on torch's logits).
 - rng.json: SplitMix64's first outputs for some seeds, and their uniform doubles.
 - sampler.json: logits, options, seed and window → the characters picked, step by step.
+- regex.json: patterns over a small vocabulary → which strings match and what may follow, and refusals.
 - texts.json: the Python runtime's texts for the tiny and the shipped model, with every
   sampling option, stop strings and several samples: what any runtime must print.
 
@@ -31,6 +32,8 @@ from charlstm.export.agreement import random_state  # noqa: E402
 from charlstm.runtime import Model, SamplingOptions, generate_batch  # noqa: E402
 from charlstm.runtime.rng import Streams, splitmix64  # noqa: E402
 from charlstm.runtime.sampler import Picker  # noqa: E402
+from charlstm.runtime.regex import compile_regex  # noqa: E402
+from charlstm.core.errors import BadInput  # noqa: E402
 from charlstm.train import build_model, load_checkpoint  # noqa: E402
 from conftest import markov_text, train_tiny  # noqa: E402
 
@@ -60,6 +63,17 @@ CASES = [
     ("moliere", "ALCESTE.", 300, {"temperature": 0.9, "min_p": 0.05}, 7, [], 1),
     ("moliere", "Je ", 300, {"ban": "e", "logit_bias": {"!": 1.5}, "top_p": 0.95, "min_p": 0.02}, 8, [], 1),
 ]
+CASES += [
+    ("moliere", "ALCESTE.\n", 200, {"regex": r"(Oui|Non), [a-z]+( [a-z]+)*\.", "temperature": 1.0}, 9, [], 1),
+    ("tiny", "ab", 100, {"regex": "(abc|fed)+", "min_p": 0.1}, 17, [], 2),
+    ("moliere", "", 150, {"regex": r"[A-Z]+\.\n[^\n]+", "ban": "x", "top_k": 20}, 10, ["!"], 1),
+    ("moliere", "Je", 120, {"regex": r"( [a-zé]+){3,8}[.!?]", "greedy": True, "repetition_penalty": 1.3}, None, [], 1),
+]
+REGEX_VOCAB = list("abc01 \n-.é")
+REGEX_PATTERNS = ["a*b", "(ab|c)+", "[a-c]{2,3}", "[^a]*", r"\d+(\.\d{1,2})?", "a?b?c?", "(a|b)*c{2}", r"[\-.a]+",
+                  r"\w+\s\w+", "^a.b$", "(?:ab){0,2}c*", "[]a]", "a{3}", "[é-é]+", r"\x61\u0062", "(a|)(b|)"]
+REGEX_REFUSED = ["a(?=b)", r"(a)\1", "a*?", "a++", "(a", "a)", "[a", "*a", r"a\b", "a^b", "[c-a]", "a{2,1}", "a{1001}",
+                 "q", r"\q", "a\\"]
 SAMPLER_VOCAB = list("abcdefghijkl")  # the characters of the sampler cases' 12 logits
 
 
@@ -132,6 +146,30 @@ def sampler_cases() -> list[dict]:
     return cases
 
 
+def regex_cases() -> dict:
+    """DFAs over a small vocabulary: for each pattern, seeded strings and whether they match,
+    and after each string what may come next (with unlimited room); refusals and their lines."""
+    rng, cases = np.random.default_rng(8), []
+    for pattern in REGEX_PATTERNS:
+        dfa = compile_regex(pattern, REGEX_VOCAB)
+        strings = ["".join(rng.choice(REGEX_VOCAB, rng.integers(0, 7))) for _ in range(60)]
+        rows = []
+        for text in strings:
+            state = 0
+            for ch in text:
+                state = int(dfa.next[state, REGEX_VOCAB.index(ch)]) if state >= 0 else -1
+            can = [] if state < 0 else dfa.allowed(state, 10**9).tolist()
+            rows.append({"text": text, "match": state >= 0 and bool(dfa.accepting[state]), "next": can})
+        cases.append({"pattern": pattern, "states": len(dfa.next), "strings": rows})
+    refused = []
+    for pattern in REGEX_REFUSED:
+        try:
+            compile_regex(pattern, REGEX_VOCAB)
+        except BadInput as e:
+            refused.append({"pattern": pattern, "message": str(e)})
+    return {"vocab": REGEX_VOCAB, "cases": cases, "refused": refused}
+
+
 def text_cases(models: dict) -> list[dict]:
     out = []
     for which, prompt, n, options, seed, stop, samples in CASES:
@@ -160,8 +198,9 @@ def main() -> None:
     write("steps.json", steps)
     write("rng.json", rng_vectors())
     write("sampler.json", sampler_cases())
+    write("regex.json", regex_cases())
     write("texts.json", text_cases({"tiny": Model(HERE / "tiny.onnx"), "moliere": Model(SHIPPED)}))
-    print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, texts.json")
+    print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, texts.json")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ Options:
   --min-p FLOAT               Sample among the characters at least P times as likely as the likeliest.
   --bias CHAR=VALUE           Add VALUE (-100 to 100) to the character's logit; repeatable.
   --ban CHARS                 Never draw these characters.
+  --regex PATTERN             Generate a text that matches PATTERN as a whole (docs/formats.md, section 11).
   --greedy                    Always take the most likely character.
   --repetition-penalty FLOAT  Above 1 discourages characters of the last 32.  [default: 1.0]
   --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
@@ -56,7 +57,7 @@ Options:
 const OPTIONS = {
   "--prime": ["prime", "text"], "--prime-file": ["primeFile", "text"], "-n": ["length", "int"], "--length": ["length", "int"],
   "--temperature": ["temperature", "float"], "--top-k": ["topK", "int"], "--top-p": ["topP", "float"],
-  "--min-p": ["minP", "float"], "--bias": ["bias", "many"], "--ban": ["ban", "text"],
+  "--min-p": ["minP", "float"], "--bias": ["bias", "many"], "--ban": ["ban", "text"], "--regex": ["regex", "text"],
   "--greedy": ["greedy", "flag"], "--repetition-penalty": ["repetitionPenalty", "float"], "--seed": ["seed", "int"],
   "--num-samples": ["numSamples", "int"], "--logprobs": ["logprobs", "int"], "--beams": ["beams", "int"],
   "--length-penalty": ["lengthPenalty", "float"], "--stop": ["stop", "many"], "--unknown": ["unknown", "text"],
@@ -64,7 +65,7 @@ const OPTIONS = {
 };
 // What --score does not use: given with it, they would be ignored, so they are refused.
 const GENERATION_ONLY = { prime: "--prime", primeFile: "--prime-file", length: "-n", temperature: "--temperature", topK: "--top-k",
-  topP: "--top-p", minP: "--min-p", bias: "--bias", ban: "--ban", greedy: "--greedy",
+  topP: "--top-p", minP: "--min-p", bias: "--bias", ban: "--ban", regex: "--regex", greedy: "--greedy",
   repetitionPenalty: "--repetition-penalty", seed: "--seed",
   numSamples: "--num-samples", stop: "--stop", echo: "--echo/--no-echo", logprobs: "--logprobs", beams: "--beams",
   lengthPenalty: "--length-penalty" };
@@ -211,7 +212,7 @@ async function main() {
   const sampling = {
     temperature: g.temperature ?? DEFAULTS.temperature, topK: g.topK === undefined ? null : Number(g.topK),
     topP: g.topP ?? null, repetitionPenalty: g.repetitionPenalty ?? DEFAULTS.repetitionPenalty, greedy: g.greedy ?? false,
-    minP: g.minP ?? null, logitBias: biases(g.bias), ban: g.ban ?? "",
+    minP: g.minP ?? null, logitBias: biases(g.bias), ban: g.ban ?? "", regex: g.regex ?? null,
   };
   const options = samplingOptions(sampling); // checks the values before the model loads
   const length = Number(g.length ?? 500n);
@@ -227,6 +228,7 @@ async function main() {
   const unknown = g.unknown ?? "error";
   const common = { seed, stop: g.stop, unknown, ...sampling, n: length };
   const shown = g.echo === false ? "" : model.decode(model.encode(prime, unknown));
+  if (g.beams !== undefined && g.regex !== undefined) throw new BadInput("--regex does not constrain --beams yet: drop one of them");
   if (g.beams !== undefined) {
     const found = await beamSearch(model, prime, { n: length, beams: Number(g.beams), lengthPenalty: g.lengthPenalty ?? 0,
       stop: g.stop, unknown, logitBias: sampling.logitBias, ban: sampling.ban, repetitionPenalty: sampling.repetitionPenalty });

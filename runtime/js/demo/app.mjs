@@ -1,5 +1,5 @@
 // The demo page: the shipped model in onnxruntime-web, streaming Molière with charlstm's JavaScript runtime.
-// Query parameters fill the form (prompt, temperature, seed, n, minP, ban), choose the model
+// Query parameters fill the form (prompt, temperature, seed, n, minP, ban, regex), choose the model
 // (model=URL) and the other sampling options (topK, topP, penalty, stop and bias=CHAR=VALUE:
 // repeatable); ?autostart=1 starts at once.
 
@@ -25,7 +25,7 @@ const nextTask = () => new Promise((resolve) => {
 });
 
 for (const [param, id] of [["prompt", "prompt"], ["temperature", "temperature"], ["seed", "seed"], ["n", "length"],
-  ["minP", "minP"], ["ban", "ban"]]) {
+  ["minP", "minP"], ["ban", "ban"], ["regex", "regex"]]) {
   if (params.has(param)) $(id).value = params.get(param);
 }
 const number = (name) => (params.has(name) ? Number(params.get(name)) : undefined);
@@ -61,7 +61,7 @@ async function run(event) {
   try {
     const pieces = await stream(model, prompt, { n: Number($("length").value), seed,
       temperature: Number($("temperature").value), minP: $("minP").value === "" ? null : Number($("minP").value),
-      ban: $("ban").value, ...urlOptions });
+      ban: $("ban").value, regex: $("regex").value === "" ? null : $("regex").value, ...urlOptions });
     for await (const piece of pieces) {
       if (page.firstCharMs === null) {
         page.firstCharMs = performance.now() - started;

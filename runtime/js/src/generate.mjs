@@ -4,6 +4,8 @@
 import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { laneSeeds, SEED_LIMIT } from "./rng.mjs";
+import { pyRepr } from "./pyformat.mjs";
+import { Constraint } from "./regex.mjs";
 import { logProbabilities, Picker, samplingOptions, topIds } from "./sampler.mjs";
 
 const MAX_TOP = 256; // alternatives listed per character, as the Python runtime's MAX_TOP
@@ -18,11 +20,13 @@ export class StopMatcher {
     this.done = false;
   }
 
-  push(ch) {
+  /** The text `ch` lets out; canEnd(k): whether the text may end k characters back (a regex
+   * constraint's say), else every stop string ends it. */
+  push(ch, canEnd = null) {
     if (this.stops.length === 0) return ch;
     this.pending += ch;
     for (const stop of this.stops) {
-      if (this.pending.endsWith(stop)) {
+      if (this.pending.endsWith(stop) && (canEnd === null || canEnd([...stop].length))) {
         this.done = true;
         return this.pending.slice(0, this.pending.length - stop.length);
       }
@@ -39,6 +43,13 @@ export class StopMatcher {
   flush() {
     const out = this.done ? "" : this.pending;
     this.pending = "";
+    return out;
+  }
+
+  /** The text ends here (a regex constraint's end): what was held back, then nothing. */
+  end() {
+    const out = this.flush();
+    this.done = true;
     return out;
   }
 }
@@ -106,6 +117,10 @@ async function start(model, prompt, options) {
   }
   const ids = prompt ? model.encode(prompt, unknown) : [];
   const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s, model.vocab));
+  const dfa = pickers[0].dfa;
+  if (dfa !== null && dfa.distance[0] > n) {
+    throw new BadInput(`--regex: the shortest text matching ${pyRepr(o.regex)} has ${dfa.distance[0]} characters; -n is ${n}`);
+  }
   const primed = await model.prime(ids.length ? ids : [model.startToken], state);
   const window = o.repetitionWindow;
   const recent = Array.from({ length: numSamples }, () => [...Array(Math.max(0, window - ids.length)).fill(-1),
@@ -144,16 +159,29 @@ async function* steps(model, primed, n, o, pickers, recent, stops, fed, top = nu
   let logits = new Float32Array(batch * V);
   for (let b = 0; b < batch; b++) logits.set(primed.logits, b * V);
   let state = primed.state.select(Array(batch).fill(0), model.numLayers, model.hiddenSize);
+  const constraint = pickers[0].dfa === null ? null : new Constraint(pickers[0].dfa, batch, model.startToken);
   for (let t = 0; t < n; t++) {
     const scores = pickers.map((p, b) => p.scores(logits.subarray(b * V, (b + 1) * V), recent[b]));
+    if (constraint) {
+      scores.forEach((z, b) => constraint.mask(b, n - t).forEach((ok, j) => { if (!ok) z[j] = -Infinity; }));
+    }
     const tokens = pickers.map((p, b) => p.choose(null, null, scores[b]));
     const records = top === null ? null : tokens.map((tok, b) => record(model, scores[b], tok, o, top));
-    yield [tokens.map((tok, b) => (matchers[b].done ? "" : matchers[b].push(model.vocab[tok]))), records];
+    yield [tokens.map((tok, b) => emit(model, matchers[b], tok, constraint, b)), records];
     if (matchers.every((m) => m.done) || t === n - 1) break;
     if (o.repetitionPenalty !== 1) tokens.forEach((tok, b) => { recent[b].shift(); recent[b].push(tok); });
     ({ logits, state } = await model.stepUnchecked(tokens, state, fed + t + 1));
   }
   yield [matchers.map((m) => m.flush()), null];
+}
+
+/** A lane's new text: its drawn character through its stop matcher, or, where the constraint
+ * says the draw ended the text, what the matcher held back. */
+function emit(model, matcher, tok, constraint, b) {
+  if (!constraint) return matcher.done ? "" : matcher.push(model.vocab[tok]);
+  const stop = constraint.advance(b, tok);
+  if (matcher.done) return "";
+  return stop ? matcher.end() : matcher.push(model.vocab[tok], (k) => constraint.canEnd(b, k));
 }
 
 function record(model, z, tok, options, top) {

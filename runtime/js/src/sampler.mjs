@@ -5,11 +5,12 @@
 import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { pyRepr } from "./pyformat.mjs";
+import { compileRegex } from "./regex.mjs";
 import { SplitMix64 } from "./rng.mjs";
 
 export const DEFAULTS = Object.freeze({
   temperature: 0.8, topK: null, topP: null, repetitionPenalty: 1.0, repetitionWindow: 32, greedy: false,
-  minP: null, logitBias: {}, ban: "",
+  minP: null, logitBias: {}, ban: "", regex: null,
 });
 const TOP_P_SLACK = 1e-12;
 const MAX_BIAS = 100;
@@ -36,6 +37,7 @@ export function samplingOptions(given = {}) {
     [Object.values(o.logitBias ?? {}).every((v) => typeof v === "number" && v >= -MAX_BIAS && v <= MAX_BIAS),
       `a logit bias must be a number from -${MAX_BIAS} to ${MAX_BIAS}`],
     [typeof o.ban === "string", "ban must name single characters"],
+    [o.regex === null || typeof o.regex === "string", "regex must be a string"],
   ];
   if (typeof o.greedy !== "boolean") throw new BadInput(`greedy must be True or False, not ${o.greedy}`);
   for (const [ok, message] of checks) if (!ok) throw new BadInput(message);
@@ -69,6 +71,8 @@ export class Picker {
     this.options = samplingOptions(options);
     this.stream = this.options.greedy ? null : new SplitMix64(seed);
     this.adjust = adjustment(this.options, vocab);
+    const banned = new Set((this.adjust ?? []).filter(([, v]) => v === -Infinity).map(([id]) => id));
+    this.dfa = this.options.regex === null ? null : compileRegex(this.options.regex, vocab ?? [], banned);
   }
 
   /** Steps 1-3 of the spec: logits (Float32Array, V) with bias, bans and penalty, as float64. */

@@ -33,7 +33,7 @@ function query(c) {
   const q = new URLSearchParams({ model: MODEL_URLS[c.model], prompt: c.prompt, seed: c.seed ?? "0", n: c.length,
     temperature: o.greedy ? 0 : o.temperature ?? 0.8, autostart: 1 });
   for (const [name, key] of [["topK", "top_k"], ["topP", "top_p"], ["penalty", "repetition_penalty"], ["minP", "min_p"],
-    ["ban", "ban"]]) {
+    ["ban", "ban"], ["regex", "regex"]]) {
     if (o[key] !== undefined) q.set(name, o[key]);
   }
   for (const [ch, value] of Object.entries(o.logit_bias ?? {})) q.append("bias", `${ch}=${value}`);

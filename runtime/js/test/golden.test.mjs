@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { generateBatch, Model, Picker, SplitMix64 } from "../src/index.mjs";
+import { BadInput, generateBatch, Model, Picker, SplitMix64 } from "../src/index.mjs";
+import { allowed, compileRegex } from "../src/regex.mjs";
 import { backends, caseOptions, golden, MODELS, samplingOf } from "./helpers.mjs";
 
 const ort = await backends();
@@ -24,6 +25,23 @@ test("the sampler picks what the Python sampler picks", () => {
     const picker = new Picker(samplingOf(c.options), c.seed, c.vocab ?? null);
     const logits = Float32Array.from(c.logits);
     assert.deepEqual(c.picks.map(() => picker.choose(logits, c.recent)), c.picks, JSON.stringify(c.options));
+  }
+});
+
+test("the regex DFAs and refusals are the Python runtime's", () => {
+  const { vocab, cases, refused } = golden("regex.json");
+  for (const c of cases) {
+    const dfa = compileRegex(c.pattern, vocab);
+    assert.equal(dfa.next.length, c.states, c.pattern);
+    for (const row of c.strings) {
+      let state = 0;
+      for (const ch of row.text) state = state >= 0 ? dfa.next[state][vocab.indexOf(ch)] : -1;
+      assert.equal(state >= 0 && dfa.accepting[state], row.match, `${c.pattern} ${JSON.stringify(row.text)}`);
+      assert.deepEqual(state < 0 ? [] : allowed(dfa, state, 1e9), row.next, `${c.pattern} ${JSON.stringify(row.text)}`);
+    }
+  }
+  for (const c of refused) {
+    assert.throws(() => compileRegex(c.pattern, vocab), (e) => e instanceof BadInput && e.message === c.message, c.pattern);
   }
 });
 

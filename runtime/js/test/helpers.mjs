@@ -27,7 +27,7 @@ export async function backends() {
 /** A golden case's sampling options (Python's names) as the JavaScript runtime names them. */
 export function samplingOf(o) {
   return { temperature: o.temperature, topK: o.top_k, topP: o.top_p, repetitionPenalty: o.repetition_penalty,
-    greedy: o.greedy, minP: o.min_p, logitBias: o.logit_bias, ban: o.ban };
+    greedy: o.greedy, minP: o.min_p, logitBias: o.logit_bias, ban: o.ban, regex: o.regex };
 }
 
 export function caseOptions(c) {
