@@ -4,7 +4,8 @@
 
 For each model size and budget (minutes of training on this machine) both recipes train with
 charlstm-train, their step count set so that the learning-rate schedule ends with the budget
-(from a short calibration run of each), validating about 20 times. With two or more free
+(from two short calibration runs of each), validating up to 20 times (validations take at
+most a tenth of the budget). With two or more free
 cores the two recipes run side by side, one thread each, so that they share the machine
 alike; otherwise (or with --back-to-back) one after the other. Prints, per size and budget, each recipe's best held-out
 loss (the trainer's validation) and throughput, and the ratio new / today; writes
@@ -52,12 +53,14 @@ def finish(proc: subprocess.Popen, out: Path) -> dict:
             "best_val": min(h["val_loss"] for h in history), "history": history, "steps": steps}
 
 
-def run_pair(corpus, folder, size, threads, steps_of, side_by_side) -> dict:
+def run_pair(corpus, folder, size, threads, plans, side_by_side) -> dict:
+    """Both recipes, each with its (steps, validations); their results by recipe."""
     procs = {}
     results = {}
     for recipe in RECIPES:
-        out = folder / f"{size}-{recipe}-{steps_of[recipe]}.pt"
-        procs[recipe] = (train(corpus, out, size, recipe, threads, steps_of[recipe]), out)
+        steps, evals = plans[recipe]
+        out = folder / f"{size}-{recipe}-{steps}.pt"
+        procs[recipe] = (train(corpus, out, size, recipe, threads, steps, evals), out)
         if not side_by_side:
             results[recipe] = finish(*procs[recipe])
     for recipe, (proc, out) in procs.items():
@@ -80,11 +83,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for size in args.sizes.split(","):
-            short, long = (run_pair(args.corpus, folder, size, args.threads, {r: n for r in RECIPES}, side_by_side)
+            short, long = (run_pair(args.corpus, folder, size, args.threads, {r: (n, 1) for r in RECIPES}, side_by_side)
                            for n in (CALIBRATION, 2 * CALIBRATION))
             for budget in map(float, args.budgets.split(",")):
-                steps_of = {r: _steps(budget * 60, short[r]["seconds"], long[r]["seconds"]) for r in RECIPES}
-                results = run_pair(args.corpus, folder, size, args.threads, steps_of, side_by_side)
+                plans = {r: _plan(budget * 60, short[r]["seconds"], long[r]["seconds"]) for r in RECIPES}
+                results = run_pair(args.corpus, folder, size, args.threads, plans, side_by_side)
                 rows.append({"size": size, "budget_min": budget, "threads": args.threads,
                              "side_by_side": side_by_side, **results})
                 today, new = results["today"], results["new"]
@@ -100,12 +103,14 @@ def main() -> None:
     _plot(rows, args.out.with_suffix(".png"))
 
 
-def _steps(budget: float, short: float, long: float) -> int:
-    """Steps that fill `budget` seconds with 20 validations, from runs of CALIBRATION and
-    2 x CALIBRATION steps that validate once each."""
-    per_step = (long - short) / CALIBRATION
+def _plan(budget: float, short: float, long: float) -> tuple[int, int]:
+    """Steps and validations that fill `budget` seconds, validations taking at most a tenth of
+    it (at most 20, at least 2), from runs of CALIBRATION and 2 x CALIBRATION steps that
+    validate once each."""
+    per_step = max(1e-3, (long - short) / CALIBRATION)
     validation = max(0.0, short - CALIBRATION * per_step)
-    return max(20, int((budget - 20 * validation) / per_step))
+    evals = max(2, min(20, int(0.1 * budget / validation) if validation else 20))
+    return max(20, int((budget - evals * validation) / per_step)), evals
 
 
 def _plot(rows: list, path: Path) -> None:
