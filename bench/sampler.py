@@ -3,7 +3,8 @@
     python bench/sampler.py [--model models/moliere.onnx] [--chars 3000] [--repeats 7] [--json PATH]
 
 `choose` is timed on the default model's real logits (114 characters) at batch 1 and 64, with
-no filter, with top-k + top-p, and with a repetition penalty; the loop is batch-1 generation
+no filter, with top-k + top-p, with a repetition penalty, with min-p, with a bias and bans, and
+the regex constraint's per-step mask alone; the loop is batch-1 generation
 (onnxruntime's step included), for context. Medians of --repeats; microseconds per character
 (per lane at batch 64).
 """
@@ -18,10 +19,13 @@ import numpy as np
 
 from charlstm.runtime import Model, SamplingOptions, generate
 from charlstm.runtime import sampler
+from charlstm.runtime.regex import Constraint, compile_regex
 from shared_corpus import ROOT
 
 CASES = {"plain T=0.8": SamplingOptions(), "top-k 20 + top-p 0.9": SamplingOptions(top_k=20, top_p=0.9),
-         "penalty 1.2": SamplingOptions(repetition_penalty=1.2)}
+         "penalty 1.2": SamplingOptions(repetition_penalty=1.2), "min-p 0.05": SamplingOptions(min_p=0.05),
+         "bias + ban": SamplingOptions(logit_bias={"!": 1.5}, ban="_*")}
+REGEX = r"[A-Z][a-z]+( [a-z]+){1,40}\."  # the regex mask's cost, timed alone
 
 
 def logits_of(model: Model, n: int) -> np.ndarray:
@@ -34,9 +38,21 @@ def logits_of(model: Model, n: int) -> np.ndarray:
     return np.stack(rows).astype(np.float32)
 
 
-def time_choose(rows: np.ndarray, options: SamplingOptions, batch: int, repeats: int) -> float:
+def time_mask(model: Model, repeats: int, steps: int = 2000) -> float:
+    """Median µs per character of the regex constraint's mask at batch 1."""
+    constraint = Constraint(compile_regex(REGEX, model.vocab), 1, model.start_token)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            constraint.mask(10_000)
+        times.append(time.perf_counter() - t0)
+    return 1e6 * statistics.median(times) / steps
+
+
+def time_choose(rows: np.ndarray, options: SamplingOptions, batch: int, repeats: int, vocab: list[str]) -> float:
     """Median µs per character (per lane) of sampler.choose over the rows."""
-    picker = sampler.Picker(options, list(range(batch)))
+    picker = sampler.Picker(options, list(range(batch)), vocab)
     recent = np.full((batch, options.repetition_window), -1, np.int64)
     blocks = [np.repeat(r[None], batch, 0) for r in rows]
     times = []
@@ -60,8 +76,11 @@ def main() -> None:
     results = {}
     print(f"{'choose, µs per character':<34} {'batch 1':>8} {'batch 64':>9}")
     for name, options in CASES.items():
-        results[name] = {b: time_choose(rows if b == 1 else rows[:100], options, b, args.repeats) for b in (1, 64)}
+        results[name] = {b: time_choose(rows if b == 1 else rows[:100], options, b, args.repeats, model.vocab)
+                         for b in (1, 64)}
         print(f"{name:<34} {results[name][1]:>8.2f} {results[name][64]:>9.2f}")
+    results["regex mask"] = time_mask(model, args.repeats)
+    print(f"{'regex mask (added to any of these)':<34} {results['regex mask']:>8.2f}")
     loop = statistics.median(_timed(lambda: generate(model, "\n", args.chars, seed=0)) for _ in range(args.repeats))
     results["generation µs/char"] = 1e6 * loop / args.chars
     print(f"{'batch-1 generation (with the step)':<34} {results['generation µs/char']:>8.1f}")

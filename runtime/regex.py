@@ -247,17 +247,19 @@ class _Nfa:
 @dataclass(frozen=True)
 class Dfa:
     """next[s, j]: the state after character j from state s (-1: no match can follow);
-    accepting[s]; distance[s]: the fewest characters from s to an accepting state."""
+    accepting[s]; distance[s]: the fewest characters from s to an accepting state; needed,
+    precomputed once, makes each step's mask one comparison."""
 
     pattern: str
     next: np.ndarray  # (S, V) int64
     accepting: np.ndarray  # (S,) bool
     distance: np.ndarray  # (S,) int64, UNREACHABLE where none
+    needed: np.ndarray  # (S, V): characters that complete a match after drawing j in s, j included (the masks)
 
-    def allowed(self, state: int, remaining: int) -> np.ndarray:
-        """(V,) bool: the characters after which an accepting state is at most remaining - 1 away."""
-        nxt = self.next[state]
-        return (nxt >= 0) & (self.distance[np.maximum(nxt, 0)] <= remaining - 1)
+    def allowed(self, state, remaining: int) -> np.ndarray:
+        """(V,) bool (or (B, V) for an array of states): the characters after which an
+        accepting state is at most remaining - 1 away."""
+        return self.needed[state] <= remaining
 
 
 def compile_regex(pattern: str, vocab: list[str], excluded=frozenset()) -> Dfa:
@@ -290,7 +292,9 @@ def compile_regex(pattern: str, vocab: list[str], excluded=frozenset()) -> Dfa:
         rows.append(row)
     table = np.stack(rows)
     accepting = np.array([final in s for s in states])
-    dfa = Dfa(pattern, table, accepting, _distances(table, accepting))
+    distance = _distances(table, accepting)
+    after = np.where(table >= 0, distance[np.maximum(table, 0)], UNREACHABLE)
+    dfa = Dfa(pattern, table, accepting, distance, np.where(after == UNREACHABLE, UNREACHABLE, after + 1))
     if dfa.distance[0] == UNREACHABLE:
         raise BadInput(f"--regex: no text of the model's characters matches {pattern!r}")
     return dfa
@@ -325,13 +329,12 @@ class Constraint:
 
     def mask(self, remaining: int) -> np.ndarray:
         """(B, V) bool: what each lane may draw with `remaining` characters left, this one included."""
-        rows = []
-        for b, states in enumerate(self.history):
-            allowed = self.dfa.allowed(states[-1], remaining)
-            self.ends[b] = bool(self.dfa.accepting[states[-1]]) and not allowed[self.end]
-            allowed[self.end] |= self.ends[b]
-            rows.append(allowed)
-        return np.stack(rows)
+        states = np.array([h[-1] for h in self.history])
+        allowed = self.dfa.allowed(states, remaining)  # (B, V), a new array
+        ends = self.dfa.accepting[states] & ~allowed[:, self.end]
+        allowed[:, self.end] |= ends
+        self.ends = ends.tolist()
+        return allowed
 
     def advance(self, tokens: np.ndarray) -> list[bool]:
         """Each lane's state after the id it drew under the last mask; True where it ended the text."""
