@@ -33,6 +33,7 @@ class _Hypothesis:
     text: str = ""  # what the matcher let out
     lane: int = 0  # its row in the batch of the last step
     done: bool = False
+    states: list = field(default_factory=lambda: [0])  # with a regex: its DFA states, one per id drawn, from the start
 
     def score(self, length_penalty: float) -> float:
         return self.logprob / max(1, len(self.ids)) ** length_penalty
@@ -40,12 +41,14 @@ class _Hypothesis:
 
 def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *, length_penalty: float = 0.0,
                 stop: Sequence[str] = (), state: State | None = None, unknown: str = "error",
-                logit_bias=(), ban=(), repetition_penalty: float = 1.0, repetition_window: int = 32) -> list[Beam]:
+                logit_bias=(), ban=(), repetition_penalty: float = 1.0, repetition_window: int = 32,
+                regex: str | None = None) -> list[Beam]:
     """The `beams` best continuations of `prompt` of at most `n` characters (a beam also ends at
     a stop string), best first. Ranked by the model's log-probabilities at temperature 1 after
-    `logit_bias`, `ban` and the repetition penalty (docs/formats.md section 10); deterministic."""
+    `logit_bias`, `ban` and the repetition penalty; with `regex`, every beam's text matches it
+    (docs/formats.md sections 10 and 11); deterministic."""
     options = SamplingOptions(temperature=1.0, logit_bias=logit_bias, ban=ban, repetition_penalty=repetition_penalty,
-                              repetition_window=repetition_window)
+                              repetition_window=repetition_window, regex=regex)
     if not is_int(beams) or not 1 <= beams <= MAX_BEAMS:
         raise BadInput(f"beams must be an integer from 1 to {MAX_BEAMS}, not {beams!r}")
     if not _is_number(length_penalty) or not 0 <= length_penalty <= MAX_LENGTH_PENALTY:
@@ -55,6 +58,9 @@ def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *,
     stops = _stop_strings(stop)
     model.check_batch(beams)
     picker = Picker(options, [0], model.vocab)
+    dfa = picker.dfa
+    if dfa is not None and dfa.distance[0] > n:
+        raise BadInput(f"--regex: the shortest text matching {regex!r} has {dfa.distance[0]} characters; -n is {n}")
     ids = model.encode(prompt, unknown) if prompt else np.array([], np.int64)
     logits, state = model.prime(ids if len(ids) else [model.start_token], state)
     window = repetition_window
@@ -66,10 +72,18 @@ def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *,
         if not live:
             break
         logp = log_probabilities(picker.scores(logits, recent), options)  # (B, V), B = len(live)
-        hypotheses = _best(hypotheses, live, logp, beams, length_penalty)
+        ends = np.zeros(len(live), bool)
+        if dfa is not None:  # the model's own log-probabilities, of the characters the pattern allows
+            states = np.array([h.states[-1] for h in live])
+            allowed = dfa.allowed(states, n - t)
+            ends = dfa.accepting[states] & ~allowed[:, model.start_token]
+            allowed[:, model.start_token] |= ends
+            logp = np.where(allowed, logp, -np.inf)
+        hypotheses = _best(hypotheses, live, logp, beams, length_penalty, ends, model.start_token, dfa)
         live = [h for h in hypotheses if not h.done and h.ids and len(h.ids) == t + 1]
         for h in live:
-            h.text += h.matcher.push(model.vocab[h.ids[-1]])
+            can_end = None if dfa is None else (lambda k, h=h: len(h.states) > k and bool(dfa.accepting[h.states[-1 - k]]))
+            h.text += h.matcher.push(model.vocab[h.ids[-1]], can_end)
             h.done = h.matcher.done
         live = [h for h in live if not h.done]
         if not live or t == n - 1:
@@ -85,10 +99,11 @@ def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *,
     return [Beam(h.text, h.logprob, h.score(length_penalty)) for h in hypotheses]
 
 
-def _best(hypotheses, live, logp, beams: int, length_penalty: float) -> list:
+def _best(hypotheses, live, logp, beams: int, length_penalty: float, ends, end: int, dfa) -> list:
     """The `beams` best of the finished hypotheses and every live one extended by every id it
     can draw: by score from the highest; ties by the rank of the hypothesis extended, then its
-    finished self before its extensions, then the lower id."""
+    finished self before its extensions, then the lower id. Where `ends[row]`, drawing `end`
+    finishes the text (a regex's end)."""
     vocab = logp.shape[1]
     ranks = np.array([r for r, h in enumerate(hypotheses) if not h.done], np.int64)  # (B,), live in rank order
     totals = np.array([h.logprob for h in live])[:, None] + logp  # (B, V)
@@ -105,9 +120,13 @@ def _best(hypotheses, live, logp, beams: int, length_penalty: float) -> list:
         if char[k] < 0:
             chosen.append(hypotheses[rank[k]])
             continue
-        parent = live[row[k]]
+        parent, j = live[row[k]], int(char[k])
         matcher = _StopMatcher(parent.matcher.stops)
         matcher.pending, matcher.done = parent.matcher.pending, parent.matcher.done
-        chosen.append(_Hypothesis(parent.ids + [int(char[k])], float(totals[row[k], char[k]]), matcher, parent.text,
-                                  int(row[k])))
+        child = _Hypothesis(parent.ids + [j], float(totals[row[k], j]), matcher, parent.text, int(row[k]))
+        if ends[row[k]] and j == end:
+            child.text, child.done, child.states = parent.text + matcher.end(), True, parent.states
+        elif dfa is not None:
+            child.states = parent.states + [int(dfa.next[parent.states[-1], j])]
+        chosen.append(child)
     return chosen

@@ -94,8 +94,6 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
         raise BadInput("--length-penalty goes with --beams")
     options = SamplingOptions(**{**sampling, "logit_bias": _biases(sampling["logit_bias"]),
                                  "ban": _argument_text(sampling["ban"], "--ban")})  # checked before loading
-    if beams is not None and options.regex is not None:
-        raise BadInput("--regex does not constrain --beams yet: drop one of them")
     check_held(length, num_samples)
     if logprobs is not None and num_samples > 1:
         raise BadInput("--logprobs describes one sample: drop --num-samples")
@@ -113,7 +111,7 @@ def command(model: Path | None, prime: str, prime_file: Path | None, length: int
         if beams is not None:
             found = beam_search(lm, prime, length, beams, length_penalty=length_penalty, stop=stop, unknown=unknown,
                                 logit_bias=options.logit_bias, ban=options.ban,
-                                repetition_penalty=options.repetition_penalty)
+                                repetition_penalty=options.repetition_penalty, regex=options.regex)
             sys.stdout.write("".join(f"--- beam {i + 1} (log-probability {b.logprob:.4f}) ---\n{shown}{b.text}\n"
                                      for i, b in enumerate(found)))
         elif logprobs is not None:

@@ -1,5 +1,7 @@
 """Beam search: deterministic, best first, the greedy text at one beam, stop strings, the same beams in Node."""
 
+import re
+
 import pytest
 
 from charlstm.runtime import BadInput, Model, beam_search, generate, score
@@ -50,3 +52,13 @@ def test_cli_beams_and_what_they_refuse():
     assert_bad_input(run_cli("charlstm-sample", "--beams", 2, "--temperature", 0.5, "--seed", 1),
                      "draws nothing: drop --temperature, --seed")
     assert_bad_input(run_cli("charlstm-sample", "--length-penalty", 1), "--length-penalty goes with --beams")
+
+
+def test_beams_under_a_regex_all_match():
+    model = Model(SHIPPED)
+    for pattern in (r"(Oui|Non), [a-z]+( [a-z]+)*\.", r"[A-Z]+\.", r"\d{2}", r"[a-z ]{5,30}!"):
+        found = beam_search(model, "ORGON.\n", 80, beams=4, regex=pattern, repetition_penalty=1.1)
+        assert len(found) == 4 and all(re.fullmatch(pattern, b.text) for b in found), [b.text for b in found]
+        assert [b.score for b in found] == sorted((b.score for b in found), reverse=True)
+    with pytest.raises(BadInput, match="the shortest text matching"):
+        beam_search(model, "", 3, regex=r"\d{5}")

@@ -93,7 +93,7 @@ def test_bad_input_is_one_line_and_exit_2_in_both(node, args):
                                   ["--ban", "€"], ["--bias", "€=1"], ["--score", "x", "--ban", "a", "--min-p", 0.1],
                                   ["--beams", 2, "--top-k", 3, "--greedy"], ["--beams", 0], ["--length-penalty", 2],
                                   ["--logprobs", 2, "--num-samples", 2], ["--regex", "a(?=b)"], ["--regex", "(a"],
-                                  ["--regex", r"\d{9}", "-n", 3], ["--regex", "[☃]"], ["--beams", 2, "--regex", "a"]])
+                                  ["--regex", r"\d{9}", "-n", 3], ["--regex", "[☃]"], ["--regex", "[ab]", "--ban", "ab"]])
 def test_the_sampling_refusals_are_the_same_line_in_both(node, args):
     model = ROOT / "models" / "moliere.onnx"
     python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
@@ -119,7 +119,9 @@ def test_logprob_records_agree_in_both(node, args):
 
 @pytest.mark.parametrize("args", [["--prime", "ALCESTE.", "-n", 80, "--beams", 3, "--repetition-penalty", 1.3],
                                   ["--prime", "Je", "-n", 120, "--beams", 4, "--stop", ".", "--length-penalty", 1],
-                                  ["-n", 60, "--beams", 2, "--ban", "e", "--bias", "!=2", "--no-echo"]])
+                                  ["-n", 60, "--beams", 2, "--ban", "e", "--bias", "!=2", "--no-echo"],
+                                  ["--prime", "ORGON.", "-n", 80, "--beams", 4, "--regex", r"(Oui|Non), [a-z]+( [a-z]+)*\."],
+                                  ["-n", 60, "--beams", 3, "--regex", r"[A-Z]+\.\n[a-z ]+", "--stop", " q"]])
 def test_beams_are_the_same_in_both(node, fresh_model, args):
     for model in (ROOT / "models" / "moliere.onnx", fresh_model):
         python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)

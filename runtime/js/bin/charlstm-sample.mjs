@@ -228,10 +228,10 @@ async function main() {
   const unknown = g.unknown ?? "error";
   const common = { seed, stop: g.stop, unknown, ...sampling, n: length };
   const shown = g.echo === false ? "" : model.decode(model.encode(prime, unknown));
-  if (g.beams !== undefined && g.regex !== undefined) throw new BadInput("--regex does not constrain --beams yet: drop one of them");
   if (g.beams !== undefined) {
     const found = await beamSearch(model, prime, { n: length, beams: Number(g.beams), lengthPenalty: g.lengthPenalty ?? 0,
-      stop: g.stop, unknown, logitBias: sampling.logitBias, ban: sampling.ban, repetitionPenalty: sampling.repetitionPenalty });
+      stop: g.stop, unknown, logitBias: sampling.logitBias, ban: sampling.ban, repetitionPenalty: sampling.repetitionPenalty,
+      regex: sampling.regex });
     process.stdout.write(found.map((b, i) => `--- beam ${i + 1} (log-probability ${pyFixed(b.logprob, 4)}) ---\n${shown}${b.text}\n`)
       .join(""));
     return 0;

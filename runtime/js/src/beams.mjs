@@ -4,6 +4,8 @@
 import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { StopMatcher } from "./generate.mjs";
+import { pyRepr } from "./pyformat.mjs";
+import { allowed } from "./regex.mjs";
 import { logProbabilities, Picker } from "./sampler.mjs";
 
 const MAX_BEAMS = 64;
@@ -20,8 +22,8 @@ const score = (h, lengthPenalty) => h.logprob / Math.max(1, h.ids.length) ** len
  */
 export async function beamSearch(model, prompt = "", options = {}) {
   const { n = 200, beams = 4, lengthPenalty = 0, stop = [], state = null, unknown = "error", logitBias = {}, ban = "",
-    repetitionPenalty = 1, repetitionWindow = 32 } = options;
-  const sampling = { temperature: 1, logitBias, ban, repetitionPenalty, repetitionWindow };
+    repetitionPenalty = 1, repetitionWindow = 32, regex = null } = options;
+  const sampling = { temperature: 1, logitBias, ban, repetitionPenalty, repetitionWindow, regex };
   const picker = new Picker(sampling, 0n, model.vocab);
   const o = picker.options;
   if (!Number.isInteger(beams) || beams < 1 || beams > MAX_BEAMS) {
@@ -33,21 +35,37 @@ export async function beamSearch(model, prompt = "", options = {}) {
   if (!Number.isInteger(n) || n < 0 || n > CONTRACT.limits.maxLength) {
     throw new BadInput(`the length must be an integer from 0 to ${CONTRACT.limits.maxLength.toLocaleString("en-US")}`);
   }
+  const { dfa } = picker;
+  if (dfa !== null && dfa.distance[0] > n) {
+    throw new BadInput(`--regex: the shortest text matching ${pyRepr(regex)} has ${dfa.distance[0]} characters; -n is ${n}`);
+  }
   const stops = typeof stop === "string" ? [stop] : Array.from(stop);
   model.checkBatch(beams);
   const ids = prompt ? model.encode(prompt, unknown) : [];
   let { logits, state: current } = await model.prime(ids.length ? ids : [model.startToken], state);
   const V = model.vocabSize;
   let recent = [[...Array(Math.max(0, repetitionWindow - ids.length)).fill(-1), ...ids.slice(-repetitionWindow)]];
-  let hypotheses = [{ ids: [], logprob: 0, matcher: new StopMatcher(stops), text: "", lane: 0, done: false }];
+  let hypotheses = [{ ids: [], logprob: 0, matcher: new StopMatcher(stops), text: "", lane: 0, done: false, states: [0] }];
+  const end = model.startToken;
   for (let t = 0; t < n; t++) {
     let live = hypotheses.filter((h) => !h.done);
     if (!live.length) break;
     const logp = live.map((h, b) => logProbabilities(picker.scores(logits.subarray(b * V, (b + 1) * V), recent[b]), o));
-    hypotheses = best(hypotheses, live, logp, beams, lengthPenalty);
+    const ends = live.map(() => false);
+    if (dfa !== null) { // the model's own log-probabilities, of the characters the pattern allows
+      live.forEach((h, b) => {
+        const state = h.states[h.states.length - 1];
+        const ok = allowed(dfa, state, n - t);
+        ends[b] = dfa.accepting[state] && !ok[end];
+        ok[end] ||= ends[b];
+        ok.forEach((yes, j) => { if (!yes) logp[b][j] = -Infinity; });
+      });
+    }
+    hypotheses = best(hypotheses, live, logp, beams, lengthPenalty, ends, end, dfa);
     live = hypotheses.filter((h) => !h.done && h.ids.length === t + 1);
     for (const h of live) {
-      h.text += h.matcher.push(model.vocab[h.ids[h.ids.length - 1]]);
+      const canEnd = dfa === null ? null : (k) => h.states.length > k && dfa.accepting[h.states[h.states.length - 1 - k]];
+      h.text += h.matcher.push(model.vocab[h.ids[h.ids.length - 1]], canEnd);
       h.done = h.matcher.done;
     }
     live = live.filter((h) => !h.done);
@@ -64,8 +82,9 @@ export async function beamSearch(model, prompt = "", options = {}) {
 
 /** The `beams` best of the finished hypotheses and every live one extended by every id it can
  * draw: by score from the highest; ties by the rank of the hypothesis extended, then its
- * finished self before its extensions, then the lower id. */
-function best(hypotheses, live, logp, beams, lengthPenalty) {
+ * finished self before its extensions, then the lower id. Where ends[row], drawing `end`
+ * finishes the text (a regex's end). */
+function best(hypotheses, live, logp, beams, lengthPenalty, ends, end, dfa) {
   const entries = [];
   let row = 0;
   hypotheses.forEach((h, rank) => {
@@ -86,6 +105,10 @@ function best(hypotheses, live, logp, beams, lengthPenalty) {
     if (e.total === null) return e.h;
     const matcher = new StopMatcher(e.h.matcher.stops);
     [matcher.pending, matcher.done] = [e.h.matcher.pending, e.h.matcher.done];
-    return { ids: [...e.h.ids, e.char], logprob: e.total, matcher, text: e.h.text, lane: e.row, done: false };
+    const child = { ids: [...e.h.ids, e.char], logprob: e.total, matcher, text: e.h.text, lane: e.row, done: false,
+      states: e.h.states };
+    if (ends[e.row] && e.char === end) Object.assign(child, { text: e.h.text + matcher.end(), done: true });
+    else if (dfa !== null) child.states = [...e.h.states, dfa.next[e.h.states[e.h.states.length - 1]][e.char]];
+    return child;
   });
 }
