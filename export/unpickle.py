@@ -11,7 +11,6 @@ import collections
 import io
 import pickle
 import zipfile
-from pathlib import Path
 
 import torch
 

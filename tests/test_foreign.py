@@ -77,7 +77,7 @@ def vocabulary(folder, corpus, source):
 def test_every_kind_exports_and_samples_as_the_original(models, tmp_path, name):
     folder, corpus, refs = models
     kind, which, source, vocab_line = KINDS[name]
-    result = export(folder / name, tmp_path / "m.onnx", steps=50, vocab=vocabulary(folder, corpus, source))
+    result = export(folder / name, tmp_path / "m.onnx", steps=20, vocab=vocabulary(folder, corpus, source))
     assert result.source == kind and result.report.ok
     assert result.vocab_found == (source is None)
     assert f"  vocabulary: {vocab_line}" in result.conversion
