@@ -127,3 +127,9 @@ def test_beams_are_the_same_in_both(node, fresh_model, args):
         python, js = run_cli("charlstm-sample", model, *args), node_cli(node, model, *args)
         assert python.returncode == js.returncode == 0, (python.stderr, js.stderr)
         assert js.stdout == python.stdout and python.stdout.count("--- beam ") == args[args.index("--beams") + 1]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["-n"], ["--top-k", "x"], ["a.onnx", "b.onnx"]])
+def test_help_and_usage_errors_are_the_same_words(node, args):
+    python, js = run_cli("charlstm-sample", *args), node_cli(node, *args)
+    assert (js.returncode, js.stdout, js.stderr) == (python.returncode, python.stdout, python.stderr)

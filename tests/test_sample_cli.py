@@ -197,3 +197,11 @@ def test_base_install_has_no_torch_and_samples(tiny_onnx, tmp_path):
     assert default.returncode == 0, default.stderr
     shipped = Model(ROOT / "models" / "moliere.onnx")
     assert default.stdout == "ALCESTE." + generate(shipped, "ALCESTE.", 40, seed=2) + "\n"
+
+
+def test_the_node_cli_prints_click_s_help_generated_from_here():
+    from charlstm.runtime import cli
+
+    assert cli.JS_HELP.read_text(encoding="utf-8") == cli.js_help_module(), \
+        "run python -m charlstm.runtime.cli --write-js-help"
+    assert run_cli("charlstm-sample", "--help", env={"COLUMNS": "40"}).stdout == cli.help_text()

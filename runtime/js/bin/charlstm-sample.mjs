@@ -6,6 +6,7 @@ import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import { CONTRACT } from "../src/contract.mjs";
+import { HELP } from "../src/help.mjs"; // click's help of the Python CLI, generated
 import { BadInput, oneLine, plural } from "../src/errors.mjs";
 import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
@@ -21,37 +22,6 @@ const LIMITS = CONTRACT.limits;
 // or more overflows the stack and the process dies (SIGSEGV). Longer prompts come from a file.
 const MAX_ARGV = 16384;
 const DEFAULT_MODEL = fileURLToPath(new URL("../../../models/moliere.onnx", import.meta.url));
-const HELP = `Usage: ${PROG} [OPTIONS] [MODEL]
-
-  Generate text from a charlstm MODEL (.onnx made by charlstm-export), or score a text.
-
-  Without MODEL, the Molière model shipped with charlstm is used (in a clone of charlstm).
-
-Options:
-  --prime TEXT                Text to start from; - reads it from stdin. [default: none]
-  --prime-file PATH           Or: start from the text of this UTF-8 file (for long prompts).
-  -n, --length INTEGER RANGE  Characters to generate.  [default: 500; 0<=x<=1000000000]
-  --temperature FLOAT         Below 1: safer text; above 1: wilder; 0: greedy.  [default: 0.8]
-  --top-k INTEGER             Sample among the K most likely characters.
-  --top-p FLOAT               Sample among the most likely characters totalling P.
-  --min-p FLOAT               Sample among the characters at least P times as likely as the likeliest.
-  --bias CHAR=VALUE           Add VALUE (-100 to 100) to the character's logit; repeatable.
-  --ban CHARS                 Never draw these characters.
-  --regex PATTERN             Generate a text that matches PATTERN as a whole (docs/formats.md, section 11).
-  --greedy                    Always take the most likely character.
-  --repetition-penalty FLOAT  Above 1 discourages characters of the last 32.  [default: 1.0]
-  --seed INTEGER RANGE        Same seed, model and options: same text. [default: random, printed]
-  --num-samples INTEGER RANGE Independent samples, run as one batch.  [default: 1; 1<=x<=4096]
-  --stop TEXT                 End a sample at this string (not printed); repeatable.
-  --logprobs N                Print JSON Lines instead of the text: each character, its log-probability and the N likeliest alternatives.  [0<=x<=256]
-  --beams K                   Print the K likeliest continuations (beam search) instead of sampling.  [1<=x<=64]
-  --length-penalty FLOAT      With --beams: rank by log-probability / length^X (0: the sum; larger: longer beams).  [default: 0.0]
-  --unknown [error|skip]      Characters outside the model's vocabulary: refuse, or drop them.  [default: error]
-  --echo / --no-echo          Print the prompt before the text.  [default: echo]
-  --score PATH                Print the model's nats per character on this text file instead of sampling.
-  --threads INTEGER RANGE     onnxruntime threads. [default: cores, at most 4]  [1<=x<=256]
-  -h, --help                  Show this message and exit.
-`;
 
 // name → [key, kind]; kind: "text", "int", "float", "flag", "many" (repeatable text)
 const OPTIONS = {

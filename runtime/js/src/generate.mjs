@@ -113,7 +113,7 @@ async function start(model, prompt, options) {
   model.checkBatch(numSamples);
   const seedValue = seed === null || seed === undefined ? randomSeed() : parseSeed(seed);
   if (state !== null && state.batch !== 1) {
-    throw new BadInput("a state to continue from must have batch 1; use state.select([lane])");
+    throw new BadInput("a state to continue from must have batch 1; use state.select([lane], model.numLayers, model.hiddenSize)");
   }
   const ids = prompt ? model.encode(prompt, unknown) : [];
   const pickers = laneSeeds(seedValue, numSamples).map((s) => new Picker(o, s, model.vocab));
