@@ -5,14 +5,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charlstm.core import limits
+from charlstm.core import limits, sampling
 from charlstm.core.errors import BadInput
 from charlstm.runtime.generate import _StopMatcher, _stop_strings
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.sampler import Picker, SamplingOptions, _is_number, is_int, log_probabilities
 
-MAX_BEAMS = 64
-MAX_LENGTH_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,10 @@ def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *,
     (docs/formats.md sections 10 and 11); deterministic."""
     options = SamplingOptions(temperature=1.0, logit_bias=logit_bias, ban=ban, repetition_penalty=repetition_penalty,
                               repetition_window=repetition_window, regex=regex)
-    if not is_int(beams) or not 1 <= beams <= MAX_BEAMS:
-        raise BadInput(f"beams must be an integer from 1 to {MAX_BEAMS}, not {beams!r}")
-    if not _is_number(length_penalty) or not 0 <= length_penalty <= MAX_LENGTH_PENALTY:
-        raise BadInput(f"the length penalty must be a number from 0 to {MAX_LENGTH_PENALTY:g}")
+    if not is_int(beams) or not 1 <= beams <= sampling.MAX_BEAMS:
+        raise BadInput(f"{sampling.MESSAGES['beams']}, not {beams!r}")
+    if not _is_number(length_penalty) or not 0 <= length_penalty <= sampling.MAX_LENGTH_PENALTY:
+        raise BadInput(sampling.MESSAGES["length_penalty"])
     if not is_int(n) or not 0 <= n <= limits.MAX_LENGTH:
         raise BadInput(f"the length must be an integer from 0 to {limits.MAX_LENGTH:,}")
     stops = _stop_strings(stop)

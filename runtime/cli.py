@@ -11,8 +11,9 @@ from click.core import ParameterSource
 
 from charlstm.core import clikit, limits
 from charlstm.core.errors import BadInput, plural
-from charlstm.runtime.beams import MAX_BEAMS, beam_search
-from charlstm.runtime.generate import MAX_TOP, check_held, lane_seeds, score, stream, stream_batch, stream_logprobs
+from charlstm.core.sampling import MAX_BEAMS, MAX_TOP
+from charlstm.runtime.beams import beam_search
+from charlstm.runtime.generate import check_held, lane_seeds, score, stream, stream_batch, stream_logprobs
 from charlstm.runtime.model import Model
 from charlstm.runtime.sampler import SamplingOptions
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlstm.core import limits
+from charlstm.core.sampling import MAX_TOP, MESSAGES
 from charlstm.core.errors import BadInput
 from charlstm.runtime.model import Model, State
 from charlstm.runtime.regex import Constraint
 from charlstm.runtime.rng import SEED_LIMIT
 from charlstm.runtime.sampler import Picker, SamplingOptions, is_int, log_probabilities, top_ids
 
-MAX_TOP = 256  # alternatives listed per character
 
 
 def lane_seeds(seed: int, num_samples: int) -> list[int]:
@@ -98,7 +98,7 @@ def stream_logprobs(model: Model, prompt: str = "", n: int = 500, top: int = 5, 
     MAX_TOP) likeliest characters that could have been drawn (docs/formats.md, section 4,
     step 13); other arguments as stream_batch, with one sample."""
     if not is_int(top) or not 0 <= top <= MAX_TOP:
-        raise BadInput(f"logprobs must be an integer from 0 to {MAX_TOP}, not {top!r}")
+        raise BadInput(f"{MESSAGES['logprobs']}, not {top!r}")
     run = _start(model, prompt, n, 1, seed, stop, state, unknown, sampling_options(options, sampling))
     return _records(_steps(*run, top=top))
 

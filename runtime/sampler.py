@@ -5,28 +5,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlstm.core import limits
+from charlstm.core import limits, sampling
 from charlstm.core.errors import BadInput
 from charlstm.runtime.regex import compile_regex
 from charlstm.runtime.rng import Streams
 
-# Beyond these a penalty changes nothing more (a penalized character is already never drawn)
-# and the arithmetic would overflow.
-MIN_PENALTY, MAX_PENALTY = 1e-6, 1e6
-MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6  # or 0, which is greedy
-TOP_P_SLACK = 1e-12  # top-p keeps a character while the mass before it is < (top_p - slack) * total
-MAX_BIAS = 100.0  # a logit bias lies in [-100, 100] (OpenAI's range): 100 already decides
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How the next character is drawn. temperature 0 or greedy=True picks the most likely one."""
 
-    temperature: float = 0.8
+    temperature: float = sampling.TEMPERATURE
     top_k: int | None = None  # keep the k most likely characters
     top_p: float | None = None  # keep the smallest set of most likely characters reaching p
     repetition_penalty: float = 1.0  # > 1 discourages the characters of the recent window
-    repetition_window: int = 32  # characters looked back by the penalty
+    repetition_window: int = sampling.REPETITION_WINDOW  # characters looked back by the penalty
     greedy: bool = False
     min_p: float | None = None  # keep the characters at least min_p times as likely as the likeliest
     logit_bias: tuple[tuple[str, float], ...] = ()  # (character, value added to its logit); a dict is accepted
@@ -41,18 +35,15 @@ class SamplingOptions:
         for value, name, fits in kinds:
             if not fits(value) and not (value is None and name in ("top_k", "top_p")):
                 raise BadInput(f"{name} must be {fits.__doc__}, not {value!r}")
+        s, said = sampling, sampling.MESSAGES
         checks = [
-            (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
-             f"temperature must be a finite number, 0 (greedy) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}"),
-            (self.top_k is None or self.top_k >= 1, "top-k must be at least 1"),
-            (self.top_p is None or 0 < self.top_p <= 1, "top-p must be in (0, 1]"),
-            (MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY,
-             f"repetition penalty must be between {MIN_PENALTY:g} and {MAX_PENALTY:g}"),
-            (1 <= self.repetition_window <= limits.MAX_WINDOW,
-             f"repetition window must be from 1 to {limits.MAX_WINDOW}"),
-            (self.min_p is None or (_is_number(self.min_p) and 0 < self.min_p <= 1), "min-p must be in (0, 1]"),
-            (all(_is_number(v) and -MAX_BIAS <= v <= MAX_BIAS for _, v in self.logit_bias),
-             f"a logit bias must be a number from {-MAX_BIAS:g} to {MAX_BIAS:g}"),
+            (self.temperature == 0 or s.MIN_TEMPERATURE <= self.temperature <= s.MAX_TEMPERATURE, said["temperature"]),
+            (self.top_k is None or self.top_k >= 1, said["top_k"]),
+            (self.top_p is None or 0 < self.top_p <= 1, said["top_p"]),
+            (s.MIN_PENALTY <= self.repetition_penalty <= s.MAX_PENALTY, said["repetition_penalty"]),
+            (1 <= self.repetition_window <= limits.MAX_WINDOW, said["repetition_window"]),
+            (self.min_p is None or (_is_number(self.min_p) and 0 < self.min_p <= 1), said["min_p"]),
+            (all(_is_number(v) and -s.MAX_BIAS <= v <= s.MAX_BIAS for _, v in self.logit_bias), said["logit_bias"]),
             (self.regex is None or isinstance(self.regex, str), "regex must be a string"),
         ]
         for ok, message in checks:
@@ -126,7 +117,7 @@ def adjustment(options: SamplingOptions, vocab: list[str] | None) -> np.ndarray 
     for ch in options.ban:
         add[index[ch]] = -np.inf
     if np.isinf(add).all():
-        raise BadInput("ban: it bans every character of the vocabulary")
+        raise BadInput(sampling.MESSAGES["ban_all"])
     return add
 
 
@@ -205,7 +196,7 @@ def kept_count(weights: np.ndarray, cdf: np.ndarray, options: SamplingOptions) -
     if options.top_p is not None:
         total = cdf[np.arange(batch), kept - 1]
         before = np.concatenate([np.zeros((batch, 1)), cdf[:, :-1]], axis=1)
-        inside = (before < ((options.top_p - TOP_P_SLACK) * total)[:, None]).sum(axis=1)
+        inside = (before < ((options.top_p - sampling.TOP_P_SLACK) * total)[:, None]).sum(axis=1)
         kept = np.minimum(kept, np.maximum(inside, 1))
     if options.min_p is not None:  # the first candidate's weight is exp(0) = 1
         kept = np.minimum(kept, np.maximum((weights >= options.min_p).sum(axis=1), 1))

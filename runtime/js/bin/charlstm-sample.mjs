@@ -118,7 +118,8 @@ function rangeChecks(g) {
     throw new BadInput(`Invalid value for '--seed': ${g.seed} is not in the range x>=0. (see ${PROG} --help)`);
   }
   const ranges = [["length", "'-n' / '--length'", 0, LIMITS.maxLength], ["numSamples", "'--num-samples'", 1, LIMITS.maxBatch],
-    ["threads", "'--threads'", 1, LIMITS.maxThreads], ["logprobs", "'--logprobs'", 0, 256], ["beams", "'--beams'", 1, 64]];
+    ["threads", "'--threads'", 1, LIMITS.maxThreads], ["logprobs", "'--logprobs'", 0, CONTRACT.sampling.maxTop],
+    ["beams", "'--beams'", 1, CONTRACT.sampling.maxBeams]];
   for (const [key, flag, low, high] of ranges) {
     if (g[key] !== undefined && (g[key] < BigInt(low) || g[key] > BigInt(high))) {
       throw new BadInput(`Invalid value for ${flag}: ${g[key]} is not in the range ${low}<=x<=${high}. (see ${PROG} --help)`);

@@ -8,8 +8,7 @@ import { pyRepr } from "./pyformat.mjs";
 import { allowed } from "./regex.mjs";
 import { logProbabilities, Picker } from "./sampler.mjs";
 
-const MAX_BEAMS = 64;
-const MAX_LENGTH_PENALTY = 10;
+const S = CONTRACT.sampling;
 
 const score = (h, lengthPenalty) => h.logprob / Math.max(1, h.ids.length) ** lengthPenalty;
 
@@ -26,11 +25,9 @@ export async function beamSearch(model, prompt = "", options = {}) {
   const sampling = { temperature: 1, logitBias, ban, repetitionPenalty, repetitionWindow, regex };
   const picker = new Picker(sampling, 0n, model.vocab);
   const o = picker.options;
-  if (!Number.isInteger(beams) || beams < 1 || beams > MAX_BEAMS) {
-    throw new BadInput(`beams must be an integer from 1 to ${MAX_BEAMS}, not ${beams}`);
-  }
-  if (typeof lengthPenalty !== "number" || !(lengthPenalty >= 0 && lengthPenalty <= MAX_LENGTH_PENALTY)) {
-    throw new BadInput(`the length penalty must be a number from 0 to ${MAX_LENGTH_PENALTY}`);
+  if (!Number.isInteger(beams) || beams < 1 || beams > S.maxBeams) throw new BadInput(`${S.messages.beams}, not ${beams}`);
+  if (typeof lengthPenalty !== "number" || !(lengthPenalty >= 0 && lengthPenalty <= S.maxLengthPenalty)) {
+    throw new BadInput(S.messages.length_penalty);
   }
   if (!Number.isInteger(n) || n < 0 || n > CONTRACT.limits.maxLength) {
     throw new BadInput(`the length must be an integer from 0 to ${CONTRACT.limits.maxLength.toLocaleString("en-US")}`);

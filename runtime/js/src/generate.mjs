@@ -8,7 +8,6 @@ import { pyRepr } from "./pyformat.mjs";
 import { Constraint } from "./regex.mjs";
 import { logProbabilities, Picker, samplingOptions, topIds } from "./sampler.mjs";
 
-const MAX_TOP = 256; // alternatives listed per character, as the Python runtime's MAX_TOP
 
 const LIMITS = CONTRACT.limits;
 
@@ -88,8 +87,8 @@ export async function streamBatch(model, prompt = "", options = {}) {
  * section 4, step 13). Options as streamBatch, with one sample, and top (default 5). */
 export async function streamLogprobs(model, prompt = "", options = {}) {
   const { top = 5, ...rest } = options;
-  if (!Number.isInteger(top) || top < 0 || top > MAX_TOP) {
-    throw new BadInput(`logprobs must be an integer from 0 to ${MAX_TOP}, not ${top}`);
+  if (!Number.isInteger(top) || top < 0 || top > CONTRACT.sampling.maxTop) {
+    throw new BadInput(`${CONTRACT.sampling.messages.logprobs}, not ${top}`);
   }
   const run = await start(model, prompt, { ...rest, numSamples: 1 });
   return (async function* () {

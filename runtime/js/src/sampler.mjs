@@ -8,12 +8,11 @@ import { pyRepr } from "./pyformat.mjs";
 import { compileRegex } from "./regex.mjs";
 import { SplitMix64 } from "./rng.mjs";
 
+const S = CONTRACT.sampling; // core/sampling.py's defaults, bounds and words
 export const DEFAULTS = Object.freeze({
-  temperature: 0.8, topK: null, topP: null, repetitionPenalty: 1.0, repetitionWindow: 32, greedy: false,
-  minP: null, logitBias: {}, ban: "", regex: null,
+  temperature: S.defaults.temperature, topK: null, topP: null, repetitionPenalty: 1.0,
+  repetitionWindow: S.defaults.repetitionWindow, greedy: false, minP: null, logitBias: {}, ban: "", regex: null,
 });
-const TOP_P_SLACK = 1e-12;
-const MAX_BIAS = 100;
 
 /** Sampling options with the defaults filled in, checked as the Python SamplingOptions checks them. */
 export function samplingOptions(given = {}) {
@@ -23,19 +22,19 @@ export function samplingOptions(given = {}) {
     if (value !== undefined) o[key] = value;
   }
   const t = o.temperature;
+  const said = S.messages;
   const checks = [
-    [typeof t === "number" && (t === 0 || (t >= 1e-6 && t <= 1e6)),
-      "temperature must be a finite number, 0 (greedy) or between 1e-06 and 1e+06"],
-    [o.topK === null || (Number.isInteger(o.topK) && o.topK >= 1), "top-k must be at least 1"],
-    [o.topP === null || (o.topP > 0 && o.topP <= 1), "top-p must be in (0, 1]"],
-    [o.repetitionPenalty >= 1e-6 && o.repetitionPenalty <= 1e6, "repetition penalty must be between 1e-06 and 1e+06"],
+    [typeof t === "number" && (t === 0 || (t >= S.minTemperature && t <= S.maxTemperature)), said.temperature],
+    [o.topK === null || (Number.isInteger(o.topK) && o.topK >= 1), said.top_k],
+    [o.topP === null || (o.topP > 0 && o.topP <= 1), said.top_p],
+    [o.repetitionPenalty >= S.minPenalty && o.repetitionPenalty <= S.maxPenalty, said.repetition_penalty],
     [Number.isInteger(o.repetitionWindow) && o.repetitionWindow >= 1 && o.repetitionWindow <= CONTRACT.limits.maxWindow,
-      `repetition window must be from 1 to ${CONTRACT.limits.maxWindow}`],
-    [o.minP === null || (typeof o.minP === "number" && o.minP > 0 && o.minP <= 1), "min-p must be in (0, 1]"],
+      said.repetition_window],
+    [o.minP === null || (typeof o.minP === "number" && o.minP > 0 && o.minP <= 1), said.min_p],
     [o.logitBias !== null && typeof o.logitBias === "object" && Object.keys(o.logitBias).every((ch) => [...ch].length === 1),
       "logit_bias must name single characters"],
-    [Object.values(o.logitBias ?? {}).every((v) => typeof v === "number" && v >= -MAX_BIAS && v <= MAX_BIAS),
-      `a logit bias must be a number from -${MAX_BIAS} to ${MAX_BIAS}`],
+    [Object.values(o.logitBias ?? {}).every((v) => typeof v === "number" && v >= -S.maxBias && v <= S.maxBias),
+      said.logit_bias],
     [typeof o.ban === "string", "ban must name single characters"],
     [o.regex === null || typeof o.regex === "string", "regex must be a string"],
   ];
@@ -59,7 +58,7 @@ export function adjustment(options, vocab) {
   const add = new Map(bias.map(([ch, v]) => [index.get(ch), v]));
   for (const ch of ban) add.set(index.get(ch), -Infinity);
   if ([...index.values()].every((i) => add.get(i) === -Infinity)) {
-    throw new BadInput("ban: it bans every character of the vocabulary");
+    throw new BadInput(S.messages.ban_all);
   }
   return [...add.entries()];
 }
@@ -121,7 +120,7 @@ function distribution(z, o) {
   }
   let kept = o.topK === null ? size : Math.min(o.topK, size);
   if (o.topP !== null) {
-    const bound = (o.topP - TOP_P_SLACK) * cdf[kept - 1];
+    const bound = (o.topP - S.topPSlack) * cdf[kept - 1];
     let inside = 0;
     while (inside < size && (inside === 0 ? 0 : cdf[inside - 1]) < bound) inside++;
     kept = Math.min(kept, Math.max(inside, 1));
