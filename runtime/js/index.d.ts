@@ -85,6 +85,8 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   repetitionWindow?: number;
   greedy?: boolean;
+  /** The whole text matches this pattern (docs/formats.md section 11). */
+  regex?: string | null;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -142,3 +144,19 @@ export function streamBatch(model: Model, prompt?: string,
 export function generateBatch(model: Model, prompt?: string,
   options?: GenerateOptions & { numSamples?: number }): Promise<string[]>;
 export function score(model: Model, text: string, unknown?: "error" | "skip", chunk?: number): Promise<Score>;
+
+export interface Alternative { char: string; id: number; logprob: number }
+/** One character of a text: its log-probability under the distribution it was drawn from, and the likeliest alternatives. */
+export interface Logprob extends Alternative { top: Alternative[] }
+export function streamLogprobs(model: Model, prompt?: string,
+  options?: GenerateOptions & { top?: number }): Promise<AsyncIterable<Logprob>>;
+export function logProbabilities(z: Float64Array, options: SamplingOptions): Float64Array;
+
+export interface Beam { text: string; logprob: number; score: number }
+export interface BeamOptions {
+  n?: number; beams?: number; lengthPenalty?: number; stop?: string | string[]; state?: State | null;
+  unknown?: "error" | "skip"; logitBias?: Record<string, number>; ban?: string; repetitionPenalty?: number;
+  repetitionWindow?: number; regex?: string | null;
+}
+/** The K likeliest continuations, best first (docs/formats.md section 10). */
+export function beamSearch(model: Model, prompt?: string, options?: BeamOptions): Promise<Beam[]>;
