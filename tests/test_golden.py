@@ -107,3 +107,16 @@ def test_the_regex_dfas():
         with pytest.raises(BadInput) as refused:
             compile_regex(case["pattern"], golden["vocab"])
         assert str(refused.value) == case["message"]
+
+
+def test_the_refusals_of_edited_model_files(tmp_path, monkeypatch):
+    """Each edit of tiny.onnx's metadata is refused with the line recorded (and Node's suite reads the same file)."""
+    from golden.make_golden import with_metadata
+
+    data = (GOLDEN / "tiny.onnx").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for case in read("refusals.json"):
+        Path("model.onnx").write_bytes(with_metadata(data, case["metadata"]))
+        with pytest.raises(BadInput) as refused:
+            Model("model.onnx", prefill=None)
+        assert str(refused.value) == case["message"]

@@ -8,6 +8,7 @@
 - rng.json: SplitMix64's first outputs for some seeds, and their uniform doubles.
 - sampler.json: logits, options, seed and window → the characters picked, step by step.
 - regex.json: patterns over a small vocabulary → which strings match and what may follow, and refusals.
+- refusals.json: edits of tiny.onnx's metadata → the line every runtime refuses the file with.
 - texts.json: the Python runtime's texts for the tiny and the shipped model, with every
   sampling option, stop strings and several samples: what any runtime must print.
 
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -170,6 +172,49 @@ def regex_cases() -> dict:
     return {"vocab": REGEX_VOCAB, "cases": cases, "refused": refused}
 
 
+# Metadata edits of tiny.onnx that every runtime refuses with the same line (null removes a key).
+METADATA_REFUSALS = [
+    {"charlstm.hidden_size": "64"}, {"charlstm.num_layers": "3"},
+    {"charlstm.vocab": json.dumps(list("abcde")), "charlstm.vocab_size": "5"},
+    {"charlstm.vocab": json.dumps([1, 2, 3, 4, 5, 6])}, {"charlstm.vocab": json.dumps(list("abcdea"))},
+    {"charlstm.vocab_size": "7"}, {"charlstm.num_layers": None}, {"charlstm.hidden_size": "16.0"},
+    {"charlstm.format": None}, {"charlstm.format": "charlstm-onnx/2"}, {"charlstm.vocab": "[\"a\", "},
+    {"charlstm.graph": "prefill"}, {"charlstm.vocab_size": "٦"},
+]
+
+
+def with_metadata(data: bytes, changes: dict) -> bytes:
+    """The model with its metadata_props changed as the JavaScript suite's withMetadata changes
+    them: existing keys keep their place, new ones come last, None removes one."""
+    proto = onnx.load_from_string(data)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(changes)
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        if value is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    return proto.SerializeToString()
+
+
+def refusal_cases() -> list[dict]:
+    """Each metadata edit and the line the Python runtime refuses the file with, loaded from
+    the path model.onnx in the working directory (no prefill graph)."""
+    cases = []
+    data = (HERE / "tiny.onnx").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        for changes in METADATA_REFUSALS:
+            path.write_bytes(with_metadata(data, changes))
+            try:
+                Model(Path("model.onnx") if Path.cwd() == Path(tmp) else path, prefill=None)
+            except BadInput as e:
+                cases.append({"metadata": changes, "message": str(e).replace(str(path), "model.onnx")})
+            else:
+                raise SystemExit(f"not refused: {changes}")
+    return cases
+
+
 def text_cases(models: dict) -> list[dict]:
     out = []
     for which, prompt, n, options, seed, stop, samples in CASES:
@@ -199,6 +244,7 @@ def main() -> None:
     write("rng.json", rng_vectors())
     write("sampler.json", sampler_cases())
     write("regex.json", regex_cases())
+    write("refusals.json", refusal_cases())
     write("texts.json", text_cases({"tiny": Model(HERE / "tiny.onnx"), "moliere": Model(SHIPPED)}))
     print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, texts.json")
 

@@ -4,7 +4,7 @@
 import { CONTRACT } from "./contract.mjs";
 import { BadInput, plural } from "./errors.mjs";
 import { externalTensor, readModelHeader } from "./protobuf.mjs";
-import { pyRepr } from "./pyformat.mjs";
+import { pyList, pyRepr, pyTuple } from "./pyformat.mjs";
 
 export const FORMAT = CONTRACT.format;
 const LIMITS = CONTRACT.limits;
@@ -104,7 +104,7 @@ function checkedHeader(bytes, name, kind) {
     const value = meta[`charlstm.${key}`];
     sizes[key] = /^[0-9]{1,10}$/.test(value) ? Number(value) : 0; // ASCII digits only (core/limits.py: decimal)
     if (!(sizes[key] >= 1 && sizes[key] <= SIZE_CAPS[key])) {
-      throw new BadInput(`${name} has broken charlstm metadata (charlstm.${key} is ${JSON.stringify(value.slice(0, 40))};`
+      throw new BadInput(`${name} has broken charlstm metadata (charlstm.${key} is ${pyRepr(value.slice(0, 40))};`
         + ` sizes are written in ASCII digits, from 1 to ${SIZE_CAPS[key].toLocaleString("en-US")})`);
     }
   }
@@ -130,8 +130,8 @@ function checkIo(header, name, kind, layers, hidden, vocab) {
   };
   const names = [header.inputs.map((i) => i.name), header.outputs.map((o) => o.name)];
   if (names[0].join() !== INPUTS.join() || names[1].join() !== OUTPUTS.join()) {
-    throw new BadInput(`${name} has inputs ${names[0]} and outputs ${names[1]}; a charlstm ${kind} graph has`
-      + ` ${INPUTS} and ${OUTPUTS}`);
+    throw new BadInput(`${name} has inputs ${pyTuple(names[0])} and outputs ${pyTuple(names[1])}; a charlstm ${kind}`
+      + ` graph has ${pyTuple(INPUTS)} and ${pyTuple(OUTPUTS)}`);
   }
   for (const arg of [...header.inputs, ...header.outputs]) {
     const [type, dims] = expected[arg.name];
@@ -140,7 +140,7 @@ function checkIo(header, name, kind, layers, hidden, vocab) {
       && dims.every((want, i) => (typeof want === "number" ? shape[i] === want : typeof shape[i] !== "number"));
     if (arg.type !== type || !fits) {
       throw new BadInput(`${name} does not match its charlstm metadata: ${arg.name} is ${arg.type}`
-        + ` [${shape}], the metadata says ${type} [${dims}]`);
+        + ` ${pyList(shape)}, the metadata says ${type} ${pyList(dims)}`);
     }
   }
 }

@@ -60,3 +60,15 @@ export function pyFloat(x) {
   const fraction = digits.slice(exp + 1);
   return `${sign}${whole}.${fraction || "0"}`;
 }
+
+const pyItem = (x) => (typeof x === "string" ? pyRepr(x) : x === null || x === undefined ? "None" : String(x));
+
+/** Python's repr() of a list of strings, numbers and None: [2, 'batch', 16]. */
+export function pyList(items) {
+  return `[${items.map(pyItem).join(", ")}]`;
+}
+
+/** Python's repr() of a tuple of them: ('tokens', 'h_in', 'c_in'). */
+export function pyTuple(items) {
+  return `(${items.map(pyItem).join(", ")}${items.length === 1 ? "," : ""})`;
+}

@@ -2,12 +2,14 @@
 
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 
 import * as ort from "onnxruntime-node";
 
 import { BadInput, generate, Model, score, StopMatcher } from "../src/index.mjs";
-import { MODELS, withMetadata } from "./helpers.mjs";
+import { golden, MODELS, withMetadata } from "./helpers.mjs";
 
 const tiny = fs.readFileSync(MODELS.tiny);
 
@@ -34,18 +36,7 @@ test("files that are not charlstm models, or another version of one, are refused
   await refused(MODELS.tiny.replace("tiny.onnx", "tiny.prefill.onnx"), /is a charlstm prefill graph; give the step graph/);
 });
 
-test("metadata that disagrees with the graph is refused", async () => {
-  const cases = [
-    [{ "charlstm.hidden_size": "64" }, /h_in is tensor\(float\) \[2,batch,16\], the metadata says/],
-    [{ "charlstm.num_layers": "3" }, /does not match its charlstm metadata/],
-    [{ "charlstm.vocab": JSON.stringify([..."abcde"]), "charlstm.vocab_size": "5" }, /logits is/],
-    [{ "charlstm.vocab": JSON.stringify([1, 2, 3, 4, 5, 6]) }, /holds 1, which is not a single character/],
-    [{ "charlstm.vocab": JSON.stringify([..."abcdea"]) }, /more than once/],
-    [{ "charlstm.vocab_size": "7" }, /vocab_size is 7 but the vocabulary holds 6/],
-    [{ "charlstm.num_layers": null }, /no charlstm.num_layers/],
-    [{ "charlstm.hidden_size": "16.0" }, /broken charlstm metadata/],
-  ];
-  for (const [changes, pattern] of cases) await refused(withMetadata(tiny, changes), pattern);
+test("a step graph without a checkpoint sha256 cannot be paired with an older prefill graph", async () => {
   const noSha = withMetadata(tiny, { "charlstm.checkpoint_sha256": null });
   const olderPrefill = withMetadata(fs.readFileSync(MODELS.tiny.replace(".onnx", ".prefill.onnx")),
     { "charlstm.step_sha256": null }); // exported before prefill graphs named their step graph
@@ -99,4 +90,19 @@ test("the score is the mean cross-entropy of the step outputs, with and without 
   const b = await score(slow, text);
   assert.equal(a.chars, text.length - 1);
   assert.ok(Math.abs(a.natsPerChar - b.natsPerChar) < 1e-6);
+});
+
+test("a model file is refused with the Python runtime's line, for each edit of its metadata", async () => {
+  const folder = fs.mkdtempSync(path.join(os.tmpdir(), "charlstm-refusals-"));
+  const here = process.cwd();
+  process.chdir(folder);
+  try {
+    for (const c of golden("refusals.json")) {
+      fs.writeFileSync("model.onnx", withMetadata(tiny, c.metadata));
+      await assert.rejects(Model.load("model.onnx", { ort, prefill: null }),
+        (e) => e instanceof BadInput && e.message === c.message, `${JSON.stringify(c.metadata)}: ${c.message}`);
+    }
+  } finally {
+    process.chdir(here);
+  }
 });
