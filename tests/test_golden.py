@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm.runtime import BadInput, Model, SamplingOptions, generate, generate_batch
+from charlstm.runtime import BadInput, Model, SamplingOptions, generate, generate_batch, score
 from charlstm.runtime.rng import Streams, splitmix64
 from charlstm.runtime.sampler import Picker
 from conftest import ROOT, parity_failure
@@ -120,3 +120,18 @@ def test_the_refusals_of_edited_model_files(tmp_path, monkeypatch):
         with pytest.raises(BadInput) as refused:
             Model("model.onnx", prefill=None)
         assert str(refused.value) == case["message"]
+
+
+def test_the_stop_matcher():
+    from charlstm.runtime.generate import _StopMatcher
+
+    for case in read("stops.json"):
+        m = _StopMatcher(case["stops"])
+        pieces = [m.push(ch) if not m.done else "" for ch in case["text"]]
+        assert [*pieces, m.flush()] == case["pieces"] and m.done == case["done"], case
+
+
+def test_the_scores():
+    for case in read("scores.json"):
+        s = score(Model(MODELS[case["model"]]), case["text"])
+        assert (s.nats_per_char, s.chars) == (case["nats_per_char"], case["chars"])

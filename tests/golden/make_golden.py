@@ -9,6 +9,8 @@
 - sampler.json: logits, options, seed and window → the characters picked, step by step.
 - regex.json: patterns over a small vocabulary → which strings match and what may follow, and refusals.
 - refusals.json: edits of tiny.onnx's metadata → the line every runtime refuses the file with.
+- stops.json: stop strings and a text fed one character at a time → what the matcher lets out.
+- scores.json: a model and a text → nats per character (to 1e-9 across runtimes) and characters.
 - texts.json: the Python runtime's texts for the tiny and the shipped model, with every
   sampling option, stop strings and several samples: what any runtime must print.
 
@@ -31,7 +33,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "bench")]  # conftest, a
 
 from charlstm.export import export  # noqa: E402
 from charlstm.export.agreement import random_state  # noqa: E402
-from charlstm.runtime import Model, SamplingOptions, generate_batch  # noqa: E402
+from charlstm.runtime import Model, SamplingOptions, generate_batch, score  # noqa: E402
 from charlstm.runtime.rng import Streams, splitmix64  # noqa: E402
 from charlstm.runtime.sampler import Picker  # noqa: E402
 from charlstm.runtime.regex import compile_regex  # noqa: E402
@@ -215,6 +217,29 @@ def refusal_cases() -> list[dict]:
     return cases
 
 
+STOP_CASES = [(["\n\n", "END"], "ab\nc\n\nd"), (["aa"], "baaab"), (["abc", "bcd"], "xabcd"), (["ab", "b"], "cab"),
+              (["--"], "a-b--c"), ([""], "abc"), (["é!"], "caféé!"), (["aab"], "aaab"), (["\n"], "abc")]
+SCORE_TEXTS = [("tiny", "abcdefabcdef"), ("tiny", "fedcbaffff"), ("moliere", "ALCESTE.\nMonsieur, je vous"),
+               ("moliere", "Ah! madame, que dites-vous?\n\nDORINE.\n")]
+
+
+def stop_cases() -> list[dict]:
+    """The stop matcher fed one character at a time: what each push lets out, then the flush."""
+    from charlstm.runtime.generate import _StopMatcher
+
+    cases = []
+    for stops, text in STOP_CASES:
+        m = _StopMatcher(stops)
+        pieces = [m.push(ch) if not m.done else "" for ch in text] + [m.flush()]
+        cases.append({"stops": stops, "text": text, "pieces": pieces, "done": m.done})
+    return cases
+
+
+def score_cases(models: dict) -> list[dict]:
+    return [{"model": which, "text": text, "nats_per_char": score(models[which], text).nats_per_char,
+             "chars": score(models[which], text).chars} for which, text in SCORE_TEXTS]
+
+
 def text_cases(models: dict) -> list[dict]:
     out = []
     for which, prompt, n, options, seed, stop, samples in CASES:
@@ -245,7 +270,10 @@ def main() -> None:
     write("sampler.json", sampler_cases())
     write("regex.json", regex_cases())
     write("refusals.json", refusal_cases())
-    write("texts.json", text_cases({"tiny": Model(HERE / "tiny.onnx"), "moliere": Model(SHIPPED)}))
+    models = {"tiny": Model(HERE / "tiny.onnx"), "moliere": Model(SHIPPED)}
+    write("texts.json", text_cases(models))
+    write("stops.json", stop_cases())
+    write("scores.json", score_cases(models))
     print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, texts.json")
 
 

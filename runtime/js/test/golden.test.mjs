@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { BadInput, generateBatch, Model, Picker, SplitMix64 } from "../src/index.mjs";
+import { BadInput, generateBatch, Model, Picker, score, SplitMix64, StopMatcher } from "../src/index.mjs";
 import { allowed, compileRegex } from "../src/regex.mjs";
 import { backends, caseOptions, golden, MODELS, samplingOf } from "./helpers.mjs";
 
@@ -42,6 +42,26 @@ test("the regex DFAs and refusals are the Python runtime's", () => {
   }
   for (const c of refused) {
     assert.throws(() => compileRegex(c.pattern, vocab), (e) => e instanceof BadInput && e.message === c.message, c.pattern);
+  }
+});
+
+test("the stop matcher lets out what the Python one lets out", () => {
+  for (const c of golden("stops.json")) {
+    const m = new StopMatcher(c.stops);
+    const pieces = [...c.text].map((ch) => (m.done ? "" : m.push(ch)));
+    assert.deepEqual([...pieces, m.flush()], c.pieces, JSON.stringify(c));
+    assert.equal(m.done, c.done);
+  }
+});
+
+test("scores are the Python runtime's: to 1e-9 with onnxruntime-node, 1e-4 with onnxruntime-web", async () => {
+  for (const [name, backend] of Object.entries(ort)) {
+    const models = { tiny: await Model.load(MODELS.tiny, { ort: backend }), moliere: await Model.load(MODELS.moliere, { ort: backend }) };
+    for (const c of golden("scores.json")) {
+      const s = await score(models[c.model], c.text);
+      assert.equal(s.chars, c.chars);
+      assert.ok(Math.abs(s.natsPerChar - c.nats_per_char) <= (name === "node" ? 1e-9 : 1e-4), `${name} ${c.text}: ${s.natsPerChar}`);
+    }
   }
 });
 

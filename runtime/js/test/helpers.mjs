@@ -23,7 +23,6 @@ export async function backends() {
   return { node: await import("onnxruntime-node"), web };
 }
 
-/** The generation options of a texts.json case, in the JavaScript API's names. */
 /** A golden case's sampling options (Python's names) as the JavaScript runtime names them. */
 export function samplingOf(o) {
   return { temperature: o.temperature, topK: o.top_k, topP: o.top_p, repetitionPenalty: o.repetition_penalty,
