@@ -135,3 +135,11 @@ def test_the_scores():
     for case in read("scores.json"):
         s = score(Model(MODELS[case["model"]]), case["text"])
         assert (s.nats_per_char, s.chars) == (case["nats_per_char"], case["chars"])
+
+
+@pytest.mark.slow
+def test_the_cli_transcripts_are_current():
+    """The Python CLI still prints what transcripts.json says (the Node suite demands the same bytes)."""
+    from golden.make_golden import transcript_cases
+
+    assert transcript_cases() == read("transcripts.json")

@@ -11,6 +11,7 @@
 - refusals.json: edits of tiny.onnx's metadata → the line every runtime refuses the file with.
 - stops.json: stop strings and a text fed one character at a time → what the matcher lets out.
 - scores.json: a model and a text → nats per character (to 1e-9 across runtimes) and characters.
+- transcripts.json: argv of charlstm-sample → its stdout, stderr and exit status.
 - texts.json: the Python runtime's texts for the tiny and the shipped model, with every
   sampling option, stop strings and several samples: what any runtime must print.
 
@@ -20,6 +21,8 @@ the graph, and the runtimes to each other.
 """
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -240,6 +243,30 @@ def score_cases(models: dict) -> list[dict]:
              "chars": score(models[which], text).chars} for which, text in SCORE_TEXTS]
 
 
+TRANSCRIPTS = [  # argv of charlstm-sample, run in tests/golden
+    ["--help"], ["tiny.onnx", "--prime", "abc", "-n", "40", "--seed", "3"],
+    ["tiny.onnx", "--prime", "fed", "-n", "30", "--greedy"],
+    ["tiny.onnx", "-n", "20", "--seed", "4", "--num-samples", "2", "--top-k", "3", "--stop", "ff"],
+    ["tiny.onnx", "--prime", "ab", "-n", "5", "--seed", "1", "--logprobs", "2", "--min-p", "0.1"],
+    ["tiny.onnx", "--prime", "a", "-n", "12", "--beams", "3", "--ban", "f"],
+    ["tiny.onnx", "--prime", "c", "-n", "30", "--seed", "2", "--regex", "(abc|def)+", "--bias", "a=1"],
+    ["tiny.onnx", "--top-k", "0"], ["tiny.onnx", "--ban", "z"], ["tiny.onnx", "--regex", "a(?=b)"],
+    ["tiny.onnx", "--beams", "2", "--seed", "1"], ["tiny.onnx", "-n", "-1"], ["tiny.onnx", "--prime", "xyz"],
+    ["missing.onnx"], ["tiny.onnx", "--score", "missing.txt"],
+]
+
+
+def transcript_cases() -> list[dict]:
+    """What the Python CLI prints for each argv (in tests/golden, at the help's fixed width)."""
+    cli = Path(sys.executable).parent / "charlstm-sample"
+    out = []
+    for argv in TRANSCRIPTS:
+        proc = subprocess.run([str(cli), *argv], cwd=HERE, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "COLUMNS": "80"})
+        out.append({"argv": argv, "stdout": proc.stdout, "stderr": proc.stderr, "status": proc.returncode})
+    return out
+
+
 def text_cases(models: dict) -> list[dict]:
     out = []
     for which, prompt, n, options, seed, stop, samples in CASES:
@@ -274,6 +301,7 @@ def main() -> None:
     write("texts.json", text_cases(models))
     write("stops.json", stop_cases())
     write("scores.json", score_cases(models))
+    write("transcripts.json", transcript_cases())
     print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, texts.json")
 
 

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { pyFixed, pyPath } from "../src/pyformat.mjs";
-import { MODELS } from "./helpers.mjs";
+import { golden, MODELS } from "./helpers.mjs";
 
 const BIN = fileURLToPath(new URL("../bin/charlstm-sample.mjs", import.meta.url));
 
@@ -61,4 +61,12 @@ test("numbers are formatted as Python formats them, exact ties to even", () => {
   assert.equal(pyFixed(-0.125, 2), "-0.12");
   assert.equal(pyPath("./a//b/./c.txt"), "a/b/c.txt");
   assert.equal(pyPath("/tmp/x/"), "/tmp/x");
+});
+
+test("the Node CLI prints the Python CLI's transcripts: stdout, stderr and exit status", () => {
+  const folder = fileURLToPath(new URL("../../../tests/golden/", import.meta.url));
+  for (const c of golden("transcripts.json")) {
+    const proc = spawnSync(process.execPath, [BIN, ...c.argv], { cwd: folder, encoding: "utf8" });
+    assert.deepEqual([proc.stdout, proc.stderr, proc.status], [c.stdout, c.stderr, c.status], c.argv.join(" "));
+  }
 });
