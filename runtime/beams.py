@@ -9,6 +9,7 @@ from charlstm.core import limits, sampling
 from charlstm.core.errors import BadInput
 from charlstm.runtime.generate import _StopMatcher, _stop_strings
 from charlstm.runtime.model import Model, State
+from charlstm.runtime.regex import masks
 from charlstm.runtime.sampler import Picker, SamplingOptions, _is_number, is_int, log_probabilities
 
 
@@ -72,10 +73,7 @@ def beam_search(model: Model, prompt: str = "", n: int = 200, beams: int = 4, *,
         logp = log_probabilities(picker.scores(logits, recent), options)  # (B, V), B = len(live)
         ends = np.zeros(len(live), bool)
         if dfa is not None:  # the model's own log-probabilities, of the characters the pattern allows
-            states = np.array([h.states[-1] for h in live])
-            allowed = dfa.allowed(states, n - t)
-            ends = dfa.accepting[states] & ~allowed[:, model.start_token]
-            allowed[:, model.start_token] |= ends
+            allowed, ends = masks(dfa, np.array([h.states[-1] for h in live]), n - t, model.start_token)
             logp = np.where(allowed, logp, -np.inf)
         hypotheses = _best(hypotheses, live, logp, beams, length_penalty, ends, model.start_token, dfa)
         live = [h for h in hypotheses if not h.done and h.ids and len(h.ids) == t + 1]

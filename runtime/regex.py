@@ -317,6 +317,16 @@ def _distances(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
     return distance
 
 
+def masks(dfa: Dfa, states: np.ndarray, remaining: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """For lanes in DFA `states` (B,) with `remaining` characters left, this one included: what
+    each may draw (B, V) bool, and where drawing `end` ends the text (B,) (an accepting state
+    that cannot take it)."""
+    allowed = dfa.allowed(states, remaining)  # a new array
+    ends = dfa.accepting[states] & ~allowed[:, end]
+    allowed[:, end] |= ends
+    return allowed, ends
+
+
 class Constraint:
     """The DFA's state in each lane of a generation, the masks it puts on the logits and where
     it lets a text end (docs/formats.md section 11). `end` is the id whose draw, in an
@@ -329,10 +339,7 @@ class Constraint:
 
     def mask(self, remaining: int) -> np.ndarray:
         """(B, V) bool: what each lane may draw with `remaining` characters left, this one included."""
-        states = np.array([h[-1] for h in self.history])
-        allowed = self.dfa.allowed(states, remaining)  # (B, V), a new array
-        ends = self.dfa.accepting[states] & ~allowed[:, self.end]
-        allowed[:, self.end] |= ends
+        allowed, ends = masks(self.dfa, np.array([h[-1] for h in self.history]), remaining, self.end)
         self.ends = ends.tolist()
         return allowed
 

@@ -5,7 +5,7 @@ import { CONTRACT } from "./contract.mjs";
 import { BadInput } from "./errors.mjs";
 import { StopMatcher } from "./generate.mjs";
 import { pyRepr } from "./pyformat.mjs";
-import { allowed } from "./regex.mjs";
+import { mask } from "./regex.mjs";
 import { logProbabilities, Picker } from "./sampler.mjs";
 
 const S = CONTRACT.sampling;
@@ -51,10 +51,8 @@ export async function beamSearch(model, prompt = "", options = {}) {
     const ends = live.map(() => false);
     if (dfa !== null) { // the model's own log-probabilities, of the characters the pattern allows
       live.forEach((h, b) => {
-        const state = h.states[h.states.length - 1];
-        const ok = allowed(dfa, state, n - t);
-        ends[b] = dfa.accepting[state] && !ok[end];
-        ok[end] ||= ends[b];
+        const [ok, stops] = mask(dfa, h.states[h.states.length - 1], n - t, end);
+        ends[b] = stops;
         ok.forEach((yes, j) => { if (!yes) logp[b][j] = -Infinity; });
       });
     }

@@ -315,6 +315,15 @@ export function allowed(dfa, state, remaining) {
   return Array.from(row, (t) => t >= 0 && dfa.distance[t] <= remaining - 1);
 }
 
+/** For a lane in DFA `state` with `remaining` characters left, this one included: what it may
+ * draw, and whether drawing `end` ends the text (an accepting state that cannot take it). */
+export function mask(dfa, state, remaining, end) {
+  const ok = allowed(dfa, state, remaining);
+  const ends = dfa.accepting[state] && !ok[end];
+  ok[end] ||= ends;
+  return [ok, ends];
+}
+
 /** The DFA's state in each lane of a generation, its masks and where it lets a text end. */
 export class Constraint {
   constructor(dfa, lanes, end) {
@@ -327,10 +336,8 @@ export class Constraint {
   /** What lane b may draw with `remaining` characters left. */
   mask(b, remaining) {
     const states = this.history[b];
-    const state = states[states.length - 1];
-    const ok = allowed(this.dfa, state, remaining);
-    this.ends[b] = this.dfa.accepting[state] && !ok[this.end];
-    ok[this.end] ||= this.ends[b];
+    const [ok, ends] = mask(this.dfa, states[states.length - 1], remaining, this.end);
+    this.ends[b] = ends;
     return ok;
   }
 
