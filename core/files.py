@@ -1,8 +1,7 @@
-"""Files: reading one once, sha256, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
+"""Files: reading one once, destination checks, claims on destinations, atomic writes. Only regular files are ever replaced."""
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -23,14 +22,6 @@ except ImportError:  # Windows: no claims (docs/formats.md)
 TMP_MARK = ".charlstm-"  # temporary files: .NAME.charlstm-XXXXXXXX.tmp beside NAME
 LOCK = ".{name}.lock"  # the claim on NAME, held while a run writes it
 CACHE_SUFFIX = ".charlstm-ids"  # corpus caches (train/prepare.py): never an output's name
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_regular(path: str | os.PathLike, what: str) -> bytes:

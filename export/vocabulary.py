@@ -116,11 +116,11 @@ def problem(value) -> str:
 
 
 # -- in a file -----------------------------------------------------------------------------------
-def candidates(content, skip=()) -> list[Candidate]:
+def candidates(content) -> list[Candidate]:
     """Every vocabulary among the values of what a file holds: dicts' values, objects'
-    attributes and items, the elements of lists, depth first in the file's order; values in
-    `skip` (the state dict) and torch's own objects are not searched."""
-    found, stack, seen = [], [(content, "")], {id(s) for s in skip}
+    attributes and items, the elements of lists, depth first in the file's order; torch's own
+    objects are not searched."""
+    found, stack, seen = [], [(content, "")], set()
     while stack and len(seen) < MAX_LOOKED_AT:
         value, where = stack.pop()
         if id(value) in seen or torch.is_tensor(value):
