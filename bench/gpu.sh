@@ -2,8 +2,8 @@
 # charlstm-train on GPUs: one GPU, then every GPU of the machine under torchrun (NCCL), the
 # default model, the same global lanes; prints each run's summary line (its chars/s).
 #   bash bench/gpu.sh [CORPUS]        # needs torch with CUDA and the train extra
-# Prepared for a machine with GPUs; this project's CI machines have none (README, "Train on
-# several GPUs or machines"). Each run is short: 200 steps, one validation on a small tail.
+# Prepared for a machine with GPUs; this project's CI machines have none (docs/training.md, "Several
+# GPUs or machines"). Each run is short: 200 steps, one validation on a small tail.
 set -euo pipefail
 corpus=${1:-../shared/data/moliere.txt}
 out=$(mktemp -d)
