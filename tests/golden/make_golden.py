@@ -253,6 +253,7 @@ TRANSCRIPTS = [  # argv of charlstm-sample, run in tests/golden
     ["tiny.onnx", "--top-k", "0"], ["tiny.onnx", "--ban", "z"], ["tiny.onnx", "--regex", "a(?=b)"],
     ["tiny.onnx", "--beams", "2", "--seed", "1"], ["tiny.onnx", "-n", "-1"], ["tiny.onnx", "--prime", "xyz"],
     ["missing.onnx"], ["tiny.onnx", "--score", "missing.txt"],
+    ["tiny.onnx", "--tmperature", "1"], ["tiny.onnx", "--to", "1"], ["tiny.onnx", "--seedd=4"], ["tiny.onnx", "-xyz"],
 ]
 
 

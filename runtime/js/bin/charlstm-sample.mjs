@@ -6,7 +6,8 @@ import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import { CONTRACT } from "../src/contract.mjs";
-import { HELP } from "../src/help.mjs"; // click's help of the Python CLI, generated
+import { HELP, LONG_OPTIONS } from "../src/help.mjs"; // click's help and options of the Python CLI, generated
+import { closeMatches } from "../src/difflib.mjs";
 import { BadInput, oneLine, plural } from "../src/errors.mjs";
 import { Model } from "../src/model.mjs";
 import { laneSeeds } from "../src/rng.mjs";
@@ -57,7 +58,7 @@ function parseArgs(argv) {
       continue;
     }
     const spec = OPTIONS[arg];
-    if (!spec) throw new BadInput(`No such option: ${arg} (see ${PROG} --help)`);
+    if (!spec) throw new BadInput(`${noSuchOption(arg)} (see ${PROG} --help)`);
     const [key, kind] = spec;
     if (kind === "flag" || kind === "off") {
       given[key] = kind === "flag";
@@ -73,6 +74,16 @@ function parseArgs(argv) {
   }
   if (positional.length > 1) throw new BadInput(`Got unexpected extra argument (${positional[1]}) (see ${PROG} --help)`);
   return { given, model: positional[0] };
+}
+
+/** click's words for an unknown option: a long one gets up to three suggestions; of a short
+ * one ("-xyz"), click reads the letters one by one and names the first. */
+function noSuchOption(arg) {
+  if (!arg.startsWith("--")) return `No such option ${pyRepr(arg.slice(0, 2))}.`;
+  const close = closeMatches(arg, LONG_OPTIONS).sort();
+  const names = close.map(pyRepr).join(", ");
+  const hint = close.length === 0 ? "" : close.length === 1 ? ` Did you mean ${names}?` : ` (Did you mean one of: ${names}?)`;
+  return `No such option ${pyRepr(arg)}.${hint}`;
 }
 
 function convert(value, kind, flag) {
