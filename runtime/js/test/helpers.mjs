@@ -84,10 +84,12 @@ export async function chromium() {
 }
 
 /** Open the demo page with these query parameters and wait until its state is one of `states`. */
-export async function openDemo(browser, base, query, states = ["done"], timeout = 180_000) {
+export async function openDemo(browser, base, query, states = ["done"], timeout = 180_000, viewport = null) {
   const page = await browser.newPage();
+  if (viewport) await page.setViewport(viewport);
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.url()}: HTTP ${r.status()}`); });
   await page.goto(`${base}runtime/js/demo/?${query instanceof URLSearchParams ? query : new URLSearchParams(query)}`);
   await page.waitForFunction((s) => s.includes(document.body.dataset.state) || document.body.dataset.state === "failed",
     { timeout, polling: 100 }, states);
