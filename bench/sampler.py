@@ -1,17 +1,26 @@
 """The sampler's cost per character: `choose` alone and the whole generation loop, default model.
 
     python bench/sampler.py [--model models/moliere.onnx] [--chars 3000] [--repeats 7] [--json PATH]
+    python bench/sampler.py --against CHECKOUT   # plain sampling here against another revision's
+
 
 `choose` is timed on the default model's real logits (114 characters) at batch 1 and 64, with
 no filter, with top-k + top-p, with a repetition penalty, with min-p, with a bias and bans, and
 the regex constraint's per-step mask alone; the loop is batch-1 generation
 (onnxruntime's step included), for context. Medians of --repeats; microseconds per character
 (per lane at batch 64).
+
+--against takes a checkout of another revision (`git worktree add /tmp/before REV`) and times the
+plain sampler (temperature 0.8, no filter) of both on the same logits, in child processes taking
+turns; the ratio is the median of the turns' own ratios.
 """
 
 import argparse
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,15 +73,54 @@ def time_choose(rows: np.ndarray, options: SamplingOptions, batch: int, repeats:
     return 1e6 * statistics.median(times) / (len(rows) * batch)
 
 
+# A child's timing of the plain sampler, on `charlstm` as found first on its sys.path.
+CHILD = """
+import statistics, sys, time
+import numpy as np
+from charlstm.runtime.sampler import Picker, SamplingOptions
+rows, repeats = np.load(sys.argv[1]), int(sys.argv[2])
+picker, recent = Picker(SamplingOptions(), [0]), np.full((1, 32), -1, np.int64)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    for r in rows:
+        picker.choose(r[None], recent)
+    times.append(time.perf_counter() - t0)
+print(1e6 * statistics.median(times) / len(rows))
+"""
+
+
+def against(checkout: Path, rows: np.ndarray, turns: int, repeats: int) -> tuple[float, float, float]:
+    """Median µs per character of the plain sampler here and in `checkout`, and the median ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp, "other", "charlstm")
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        for part in ("core", "runtime"):
+            (package / part).symlink_to(checkout.resolve() / part)
+        np.save(Path(tmp, "rows.npy"), rows)
+        run = lambda path: float(subprocess.run(  # noqa: E731
+            [sys.executable, "-c", f"import sys; sys.path[:0] = {path!r}\n{CHILD}", str(Path(tmp, "rows.npy")),
+             str(repeats)], capture_output=True, text=True, check=True).stdout)
+        pairs = [(run([]), run([str(package.parent)])) for _ in range(turns)]
+    now, other = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+    return now, other, statistics.median(a / b for a, b in pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "moliere.onnx")
     parser.add_argument("--chars", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--against", type=Path, default=None, help="a checkout of another revision")
     args = parser.parse_args()
     model = Model(args.model)
     rows = logits_of(model, 500)
+    if args.against:
+        now, other, ratio = against(args.against, rows, args.repeats, args.repeats)
+        print(f"plain sampler, µs per character: here {now:.2f}, {args.against} {other:.2f}; here / there {ratio:.3f}")
+        return
     results = {}
     print(f"{'choose, µs per character':<34} {'batch 1':>8} {'batch 64':>9}")
     for name, options in CASES.items():
