@@ -137,6 +137,14 @@ def test_the_scores():
         assert (s.nats_per_char, s.chars) == (case["nats_per_char"], case["chars"])
 
 
+def test_the_beams_and_logprob_records():
+    from golden.make_golden import beam_cases, logprob_cases
+
+    models = {name: Model(path) for name, path in MODELS.items()}
+    assert beam_cases(models) == read("beams.json")
+    assert logprob_cases(models) == read("logprobs.json")
+
+
 @pytest.mark.slow
 def test_the_cli_transcripts_are_current():
     """The Python CLI still prints what transcripts.json says (the Node suite demands the same bytes)."""

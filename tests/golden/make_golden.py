@@ -36,7 +36,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "bench")]  # conftest, a
 
 from charlstm.export import export  # noqa: E402
 from charlstm.export.agreement import random_state  # noqa: E402
-from charlstm.runtime import Model, SamplingOptions, generate_batch, score  # noqa: E402
+from charlstm.runtime import Model, SamplingOptions, beam_search, generate_batch, score, stream_logprobs  # noqa: E402
 from charlstm.runtime.rng import Streams, splitmix64  # noqa: E402
 from charlstm.runtime.sampler import Picker  # noqa: E402
 from charlstm.runtime.regex import compile_regex  # noqa: E402
@@ -238,6 +238,30 @@ def stop_cases() -> list[dict]:
     return cases
 
 
+BEAM_CASES = [  # model, prompt, n, beams, options (Python's names)
+    ("tiny", "a", 12, 3, {"ban": "f"}), ("tiny", "", 20, 2, {"stop": ["ee"], "length_penalty": 1.0}),
+    ("moliere", "ORGON.\n", 60, 4, {"repetition_penalty": 1.2}),
+    ("moliere", "ALCESTE.\n", 80, 3, {"regex": r"(Oui|Non), [a-z ]+\.", "logit_bias": {"!": 2.0}}),
+]
+LOGPROB_CASES = [  # model, prompt, n, top, seed, options
+    ("tiny", "ab", 20, 3, 1, {"min_p": 0.1}), ("moliere", "Je ", 40, 5, 2, {"temperature": 0.7, "top_k": 20}),
+    ("moliere", "", 30, 2, None, {"greedy": True, "ban": "_"}),
+]
+
+
+def beam_cases(models: dict) -> list[dict]:
+    return [{"model": which, "prompt": prompt, "length": n, "beams": k, "options": options,
+             "found": [{"text": b.text, "logprob": b.logprob, "score": b.score}
+                       for b in beam_search(models[which], prompt, n, k, **options)]}
+            for which, prompt, n, k, options in BEAM_CASES]
+
+
+def logprob_cases(models: dict) -> list[dict]:
+    return [{"model": which, "prompt": prompt, "length": n, "top": top, "seed": seed, "options": options,
+             "records": [r.to_dict() for r in stream_logprobs(models[which], prompt, n, top, seed=seed, **options)]}
+            for which, prompt, n, top, seed, options in LOGPROB_CASES]
+
+
 def score_cases(models: dict) -> list[dict]:
     return [{"model": which, "text": text, "nats_per_char": score(models[which], text).nats_per_char,
              "chars": score(models[which], text).chars} for which, text in SCORE_TEXTS]
@@ -302,8 +326,11 @@ def main() -> None:
     write("texts.json", text_cases(models))
     write("stops.json", stop_cases())
     write("scores.json", score_cases(models))
+    write("beams.json", beam_cases(models))
+    write("logprobs.json", logprob_cases(models))
     write("transcripts.json", transcript_cases())
-    print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, texts.json")
+    print(f"wrote {HERE}: tiny.onnx, tiny.prefill.onnx, steps.json, rng.json, sampler.json, regex.json, refusals.json,"
+          " texts.json, stops.json, scores.json, beams.json, logprobs.json, transcripts.json")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { BadInput, generateBatch, Model, Picker, score, SplitMix64, StopMatcher } from "../src/index.mjs";
+import { BadInput, beamSearch, generateBatch, Model, Picker, score, SplitMix64, StopMatcher, streamLogprobs }
+  from "../src/index.mjs";
 import { allowed, compileRegex } from "../src/regex.mjs";
 import { backends, caseOptions, golden, MODELS, samplingOf } from "./helpers.mjs";
 
@@ -94,6 +95,35 @@ for (const [name, backend] of Object.entries(ort)) {
     for (const c of golden("texts.json")) {
       const texts = await generateBatch(models[c.model], c.prompt, caseOptions(c));
       assert.deepEqual(texts, c.texts, `${c.model} ${JSON.stringify(c.prompt)} seed ${c.seed}`);
+    }
+  });
+}
+
+// Python's names of beam_search's and stream_logprobs's options, as the JavaScript runtime names them.
+const beamOptions = (c) => ({ n: c.length, beams: c.beams, lengthPenalty: c.options.length_penalty, stop: c.options.stop,
+  ...samplingOf(c.options) });
+
+for (const [name, backend] of Object.entries(ort)) {
+  const tolerance = name === "node" ? 1e-9 : 1e-4;
+  test(`onnxruntime-${name}: the Python runtime's beams and logprob records (values to ${tolerance})`, async () => {
+    const models = { tiny: await Model.load(MODELS.tiny, { ort: backend }), moliere: await Model.load(MODELS.moliere, { ort: backend }) };
+    for (const c of golden("beams.json")) {
+      const found = await beamSearch(models[c.model], c.prompt, beamOptions(c));
+      assert.deepEqual(found.map((b) => b.text), c.found.map((b) => b.text), `${c.model} ${JSON.stringify(c.prompt)}`);
+      found.forEach((b, i) => assert.ok(Math.abs(b.logprob - c.found[i].logprob) <= tolerance
+        && Math.abs(b.score - c.found[i].score) <= tolerance, `${b.logprob} ${c.found[i].logprob}`));
+    }
+    for (const c of golden("logprobs.json")) {
+      const records = [];
+      for await (const r of await streamLogprobs(models[c.model], c.prompt, { n: c.length, top: c.top,
+        seed: c.seed ?? undefined, ...samplingOf(c.options) })) records.push(r);
+      const shape = (rs) => rs.map((r) => [r.char, r.id, r.top.map((a) => [a.char, a.id])]);
+      assert.deepEqual(shape(records), shape(c.records), `${c.model} ${JSON.stringify(c.prompt)}`);
+      records.forEach((r, i) => {
+        const theirs = c.records[i];
+        assert.ok(Math.abs(r.logprob - theirs.logprob) <= tolerance, `${r.logprob} ${theirs.logprob}`);
+        r.top.forEach((a, j) => assert.ok(Math.abs(a.logprob - theirs.top[j].logprob) <= tolerance));
+      });
     }
   });
 }
