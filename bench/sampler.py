@@ -3,12 +3,12 @@
     python bench/sampler.py [--model models/moliere.onnx] [--chars 3000] [--repeats 7] [--json PATH]
     python bench/sampler.py --against CHECKOUT   # plain sampling here against another revision's
 
-
 `choose` is timed on the default model's real logits (114 characters) at batch 1 and 64, with
 no filter, with top-k + top-p, with a repetition penalty, with min-p, with a bias and bans, and
 the regex constraint's per-step mask alone; the loop is batch-1 generation
-(onnxruntime's step included), for context. Medians of --repeats; microseconds per character
-(per lane at batch 64).
+(onnxruntime's step included), for context; beam search at K=4 is timed against four
+sampled runs of the same length, taking turns (each beam's characters count). Medians of
+--repeats; microseconds per character (per lane at batch 64).
 
 --against takes a checkout of another revision (`git worktree add /tmp/before REV`) and times the
 plain sampler (temperature 0.8, no filter) of both on the same logits, in child processes taking
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm.runtime import Model, SamplingOptions, generate
+from charlstm.runtime import Model, SamplingOptions, beam_search, generate
 from charlstm.runtime import sampler
 from charlstm.runtime.regex import Constraint, compile_regex
 from shared_corpus import ROOT
@@ -132,6 +132,10 @@ def main() -> None:
     loop = statistics.median(_timed(lambda: generate(model, "\n", args.chars, seed=0)) for _ in range(args.repeats))
     results["generation µs/char"] = 1e6 * loop / args.chars
     print(f"{'batch-1 generation (with the step)':<34} {results['generation µs/char']:>8.1f}")
+    pairs = [(_timed(lambda: beam_search(model, "\n", 300, 4)),
+              _timed(lambda: [generate(model, "\n", 300, seed=s) for s in range(4)])) for _ in range(args.repeats)]
+    results["beams 4 / four sampled runs, chars/s"] = statistics.median(runs / beams for beams, runs in pairs)
+    print(f"{'beam search K=4 against 4 runs':<34} {results['beams 4 / four sampled runs, chars/s']:>7.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
