@@ -30,13 +30,14 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
               help="Where to write the .onnx file [default: CHECKPOINT with .onnx].")
 @click.option("--vocab", "vocab_file", type=click.Path(path_type=Path), default=None,
               help="The vocabulary of a model whose file has none: JSON (a list of characters in id order, or a"
-                   " mapping either way) or text (one character per line in id order, a line break written \\n).")
+                   " mapping either way) or text (one character per line in id order, a line break written \\n)."
+                   " [default: the one in the file]")
 @click.option("--vocab-key", default=None, metavar="NAME",
               help="Which of the file's vocabularies to use, where it holds several different ones (the name or"
-                   " dotted path the error lists).")
+                   " dotted path the error lists). [default: the only one]")
 @click.option("--vocab-corpus", type=click.Path(path_type=Path), default=None,
               help="Or: the sorted distinct characters of this UTF-8 text (read in text mode, as"
-                   " sorted(set(open(TEXT).read()[:N])) does).")
+                   " sorted(set(open(TEXT).read()[:N])) does). [default: none]")
 @click.option("--vocab-corpus-chars", type=click.IntRange(min=1), default=None,
               help="With --vocab-corpus: only its first N characters. [default: all]")
 @click.option("--atol", type=float, default=ATOL, show_default=True,
@@ -48,7 +49,8 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Run the file in onnxruntime beside torch before keeping it.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Write int8 weights (about 4x smaller, faster on CPUs) [default output: CHECKPOINT.int8.onnx].")
+              help="Write int8 weights (about 4x smaller, faster on CPUs), to CHECKPOINT.int8.onnx unless -o is"
+                   " given. [default: off]")
 @click.option("--max-kl", type=float, default=MAX_KL, show_default=True,
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,

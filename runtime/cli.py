@@ -51,40 +51,42 @@ JS_HELP = Path(__file__).resolve().parent / "js" / "src" / "help.mjs"
 @click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--prime", default="", help="Text to start from; - reads it from stdin. [default: none]")
 @click.option("--prime-file", type=click.Path(path_type=Path), default=None,
-              help="Or: start from the text of this UTF-8 file (for long prompts).")
+              help="Or: start from the text of this UTF-8 file (for long prompts). [default: none]")
 @click.option("-n", "--length", type=click.IntRange(0, limits.MAX_LENGTH), default=500, show_default=True,
               help="Characters to generate.")
 @click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True,
               help="Below 1: safer text; above 1: wilder; 0: greedy.")
-@click.option("--top-k", type=int, default=None, help="Sample among the K most likely characters.")
-@click.option("--top-p", type=float, default=None, help="Sample among the most likely characters totalling P.")
+@click.option("--top-k", type=int, default=None, help="Sample among the K most likely characters. [default: off]")
+@click.option("--top-p", type=float, default=None,
+              help="Sample among the most likely characters totalling P. [default: off]")
 @click.option("--min-p", type=float, default=None,
-              help="Sample among the characters at least P times as likely as the likeliest.")
+              help="Sample among the characters at least P times as likely as the likeliest. [default: off]")
 @click.option("--bias", "logit_bias", multiple=True, metavar="CHAR=VALUE",
-              help="Add VALUE (-100 to 100) to the character's logit; repeatable.")
-@click.option("--ban", default="", metavar="CHARS", help="Never draw these characters.")
+              help="Add VALUE (-100 to 100) to the character's logit; repeatable. [default: none]")
+@click.option("--ban", default="", metavar="CHARS", help="Never draw these characters. [default: none]")
 @click.option("--regex", default=None, metavar="PATTERN",
-              help="Generate a text that matches PATTERN as a whole (docs/formats.md, section 11).")
-@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
+              help="Generate a text that matches PATTERN as a whole (docs/formats.md, section 11). [default: none]")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character. [default: off]")
 @click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
               help=f"Above 1 discourages characters of the last {DEFAULTS.repetition_window}.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Same seed, model and options: same text. [default: random, printed]")
 @click.option("--num-samples", type=click.IntRange(1, limits.MAX_BATCH), default=1, show_default=True,
               help="Independent samples, run as one batch.")
-@click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable.")
+@click.option("--stop", multiple=True, help="End a sample at this string (not printed); repeatable. [default: none]")
 @click.option("--logprobs", type=click.IntRange(0, MAX_TOP), default=None, metavar="N",
               help="Print JSON Lines instead of the text: each character, its log-probability and the N likeliest"
-                   " alternatives.")
+                   " alternatives. [default: off]")
 @click.option("--beams", type=click.IntRange(1, MAX_BEAMS), default=None, metavar="K",
-              help="Print the K likeliest continuations (beam search) instead of sampling.")
+              help="Print the K likeliest continuations (beam search) instead of sampling. [default: off]")
 @click.option("--length-penalty", type=float, default=0.0, show_default=True,
               help="With --beams: rank by log-probability / length^X (0: the sum; larger: longer beams).")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Characters outside the model's vocabulary: refuse, or drop them.")
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the prompt before the text.")
 @click.option("--score", "score_file", type=click.Path(path_type=Path), default=None,
-              help="Print the model's nats per character on this text file instead of sampling.")
+              help="Print the model's nats per character on this text file instead of sampling."
+                   " [default: off]")
 @click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS), default=None,
               help="onnxruntime threads. [default: cores, at most 4]")
 def command(model: Path | None, prime: str, prime_file: Path | None, length: int, seed: int | None,

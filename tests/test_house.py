@@ -74,6 +74,19 @@ def test_lazy_exports_resolve_every_listed_name(package):
         module.nope
 
 
+@pytest.mark.parametrize("module", ["charlstm.train.cli", "charlstm.export.cli", "charlstm.runtime.cli"])
+def test_every_cli_option_says_what_it_does_and_its_default(module):
+    import importlib
+
+    import click
+
+    command = importlib.import_module(module).command
+    with click.Context(command, info_name=command.name, **command.context_settings) as ctx:
+        for option in (p for p in command.get_params(ctx) if isinstance(p, click.Option) and "--help" not in p.opts):
+            _, text = option.get_help_record(ctx)
+            assert option.help and "[default: " in text, f"{module} {option.opts[-1]}: {text!r}"
+
+
 def test_artifact_names():
     assert str(artifacts.latest_path("runs/m.pt")) == "runs/m.last.pt"
     assert str(artifacts.latest_path("runs/m")) == "runs/m.last.pt"

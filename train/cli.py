@@ -57,9 +57,10 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
       " decay (0: none).")
 @click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
               help="Keep CR and CRLF line ends as they are. [default: read them as \\n]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to train: auto takes a GPU when torch sees one, else the CPU.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
-              help="Continue an interrupted run from its OUTPUT.last.pt.")
+              help="Continue an interrupted run from its OUTPUT.last.pt. [default: a new run]")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where the corpus's prepared token ids are cached. [default: beside the corpus]")
 @click.option("--max-params", type=click.IntRange(min=1), default=limits.MAX_PARAMETERS, show_default=True,
@@ -67,7 +68,7 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS), default=None,
               help="torch's intra-op threads. [default: a resumed run's; else OMP_NUM_THREADS; else the cores"
                    " idle when the run starts]")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on a terminal.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
 def command(corpus: Path, output: Path, device: str, resume: Path | None, cache_dir: Path | None, progress: bool,
             max_params: int, threads: int | None, **chosen):
     """Train a character-level LSTM on CORPUS (a UTF-8 text file) and write a checkpoint.
