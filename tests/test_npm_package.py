@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -76,7 +75,9 @@ def installed(tmp_path_factory):
 
 
 def readme_snippet() -> str:
-    return re.search(r"```js\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S).group(1)
+    from test_docs import blocks
+
+    return blocks(ROOT / "README.md", ("js",))[0]
 
 
 def test_the_tarball_holds_the_runtime_its_cli_and_types_only(installed):
@@ -97,6 +98,16 @@ def test_the_readme_snippet_runs_in_the_fresh_folder(installed):
     cli = _run([app / "node_modules" / ".bin" / "charlstm-sample", "moliere.onnx", "--prime", "ALCESTE.", "-n", 300,
                 "--seed", 1, "--no-echo"], app)
     assert cli == expected + "\n"
+
+
+def test_the_javascript_page_s_example_runs_there_too(installed):
+    from test_docs import blocks
+
+    app, _ = installed
+    (app / "doc.mjs").write_text(blocks(ROOT / "docs" / "javascript.md", ("js",))[0])
+    out = _run(["node", "doc.mjs"], app)
+    expected = generate(Model(ROOT / "models" / "moliere.onnx"), "ALCESTE.", 300, seed=1, top_p=0.95)
+    assert out.startswith(expected + "\n") and "Non, " in out  # then the stream, the records, the beams
 
 
 def test_the_types_resolve_and_check(installed):
