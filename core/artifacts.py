@@ -11,6 +11,7 @@ CURVE = ".loss.png"  # model.pt → model.loss.png, the loss curve
 ONNX = ".onnx"  # model.pt → model.onnx, the exported step graph
 PREFILL = ".prefill.onnx"  # model.onnx → model.prefill.onnx, its optional prefill graph
 QUANTIZED = ".{kind}.onnx"  # model.pt → model.int8.onnx with --quantize int8
+QUANTIZE_KINDS = ("int8", "int8-weights")  # int8 arithmetic; int8 storage (export/quantize.py)
 
 
 def latest_path(out: str | Path) -> Path:

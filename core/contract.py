@@ -27,6 +27,7 @@ def contract() -> dict:
                    "maxLength": limits.MAX_LENGTH, "maxHeld": limits.MAX_HELD},
         "unsafe": UNSAFE.pattern.encode("unicode_escape").decode("ascii"),  # a regex character class
         "sampling": sampling.contract(),
+        "sessionConfig": fmt.SESSION_CONFIG,
     }
 
 

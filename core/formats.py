@@ -35,6 +35,15 @@ META_SOURCE = "charlstm.source"  # what was exported: a charlstm checkpoint, a s
 META_STEP_SHA256 = "charlstm.step_sha256"  # in a prefill graph: the sha256 of the step graph file it goes with
 
 
+# onnxruntime session entries every runtime sets (docs/formats.md, section 1). How long idle
+# workers spin before they sleep: long enough to span the gap between two steps (the sampler
+# takes ~10 us at batch 1), short enough that the cores are free soon after the last one
+# (bench/README.md); onnxruntime 1.32 reads it, older versions ignore it. And the folding of
+# DequantizeLinear on constant weights when the session is made (onnxruntime skips it by
+# default, to keep QDQ patterns for int8 kernels): an int8-weights file then runs at fp32 speed.
+SESSION_CONFIG = {"session.intra_op.spin_duration_us": "200", "session.disable_quant_qdq": "1"}
+
+
 def vocab_problem(vocab) -> str | None:
     """Why `vocab` is not a valid vocabulary (a list of distinct single characters, index = token
     id), or None. Checked at export and when a runtime loads a model."""
@@ -50,3 +59,4 @@ def vocab_problem(vocab) -> str | None:
     if twice:
         return f"the vocabulary holds {', '.join(map(repr, twice[:5]))} more than once"
     return None
+

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from charlstm.core import clikit, limits
+from charlstm.core.artifacts import QUANTIZE_KINDS
 from charlstm.core.errors import EXIT_FAILED, BadInput
 from charlstm.export.agreement import ATOL, MAX_KL, RTOL, STEPS
 
@@ -14,6 +15,7 @@ Examples:
   charlstm-export model.pt                 # writes model.onnx beside it
   charlstm-export model.pt -o app/assets/moliere.onnx --atol 1e-5
   charlstm-export model.pt --quantize int8      # writes model.int8.onnx
+  charlstm-export model.pt --quantize int8-weights   # model.int8-weights.onnx, for web pages
 \b
 A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
   charlstm-export sd.pt --vocab-corpus moliere.txt --vocab-corpus-chars 100000
@@ -48,9 +50,10 @@ A model trained elsewhere (Embedding -> nn.LSTM -> Linear, any module names):
               help="Autoregressive steps per validation scenario.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Run the file in onnxruntime beside torch before keeping it.")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Write int8 weights (about 4x smaller, faster on CPUs), to CHECKPOINT.int8.onnx unless -o is"
-                   " given. [default: off]")
+@click.option("--quantize", type=click.Choice(QUANTIZE_KINDS), default=None,
+              help="int8: int8 arithmetic (about 4x smaller, faster on CPUs, slower in browsers); int8-weights:"
+                   " int8 storage only (about 4x smaller, fp32 speed everywhere). Written to"
+                   " CHECKPOINT.int8.onnx (.int8-weights.onnx) unless -o is given. [default: off]")
 @click.option("--max-kl", type=float, default=MAX_KL, show_default=True,
               help="With --quantize: largest mean KL divergence (nats/char) from torch's predictions.")
 @click.option("--prefill/--no-prefill", default=True, show_default=True,

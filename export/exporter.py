@@ -17,7 +17,7 @@ from charlstm.core.onnxproto import check_self_contained
 from charlstm.export.agreement import ATOL, MAX_KL, MAX_STEPS, RTOL, STEPS
 from charlstm.export.foreign import CHARLSTM, read_model
 from charlstm.export.onnx_graph import check_graph, export_prefill_graph, export_step_graph, op_inventory
-from charlstm.export.quantize import quantize_int8
+from charlstm.export.quantize import QUANTIZERS
 from charlstm.export.validation import Report, validate
 from charlstm.export.vocabulary import Vocabulary, as_vocab, problem
 from charlstm.train import checkpoint
@@ -40,7 +40,7 @@ class ExportOptions:
     rtol: float = RTOL
     steps: int = STEPS  # autoregressive steps per validation scenario
     prefill: bool = True  # also write the prefill graph beside the step graph
-    quantize: str | None = None  # None or "int8"
+    quantize: str | None = None  # None, "int8" (int8 arithmetic) or "int8-weights" (int8 storage)
     max_kl: float = MAX_KL  # int8: the largest mean KL divergence from torch, nats/char
     max_params: int = limits.MAX_PARAMETERS  # the largest model read
     vocab: Vocabulary | None = None  # for a file without one (characters in id order are made a Vocabulary)
@@ -57,7 +57,8 @@ class ExportOptions:
             (all(_is_number(x) and x >= 0 for x in (self.atol, self.rtol, self.max_kl)),
              "--atol, --rtol and --max-kl must be numbers >= 0"),
             (_is_int(self.steps) and 1 <= self.steps <= MAX_STEPS, f"--steps must be an integer from 1 to {MAX_STEPS:,}"),
-            (self.quantize in (None, "int8"), f"--quantize must be int8, not {self.quantize!r}"),
+            (self.quantize is None or self.quantize in QUANTIZERS,
+             f"--quantize must be {' or '.join(QUANTIZERS)}, not {self.quantize!r}"),
             (_is_int(self.max_params) and self.max_params >= 1, "--max-params must be an integer of at least 1"),
             (self.vocab_key is None or (isinstance(self.vocab_key, str) and self.vocab_key != ""),
              "--vocab-key must be a name"),
@@ -124,7 +125,8 @@ def _export(checkpoint_path, out: Path, options: ExportOptions) -> ExportResult:
         check_graph(prefill_proto)
         prefill_data = prefill_proto.SerializeToString()
     if options.quantize:
-        data, prefill_data = quantize_int8(data), prefill_data and quantize_int8(prefill_data)
+        quantize = QUANTIZERS[options.quantize]
+        data, prefill_data = quantize(data), prefill_data and quantize(prefill_data)
         ops = op_inventory(onnx.load_from_string(data))
     report = None
     if options.validate:

@@ -380,20 +380,13 @@ def _open_session(data: bytes, name, threads, session_options, providers, spin_a
         raise BadInput(f"{name} is not an ONNX model onnxruntime can load ({_first_line(e)})") from None
 
 
-# How long onnxruntime's idle workers spin before they sleep (read by onnxruntime 1.32; older
-# versions ignore it and spin ~60 ms). Long enough to span the gap between two steps (the
-# sampler takes ~10 us at batch 1); short enough that the cores are free, and idle, soon after
-# the last step: for the prefill call that may follow, for the app, and for a device's battery.
-# bench/README.md has the measurements.
-SPIN_DURATION_US = 200
-
-
 def _session_options(threads: int | None, spin_after_run: bool) -> ort.SessionOptions:
     """Our defaults. The step graph's workers must spin between steps; after a prefill call they
     would take the cores from the step loop that follows (3 x 512 on 2 cores: its first 200 steps
     at 1.8x their time), so that session stops them when its call returns, on every version."""
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_DURATION_US))
+    for key, value in fmt.SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
     if not spin_after_run:
         options.add_session_config_entry("session.force_spinning_stop", "1")
     options.intra_op_num_threads = threads or default_threads()

@@ -229,6 +229,35 @@ def test_int8_export(tiny_corpus, tmp_path):
     assert_bad_input(run_cli("charlstm-export", ckpt, "--quantize", "int4"), "--quantize")
 
 
+def test_int8_weights_export(tiny_checkpoint, tmp_path):
+    """int8 storage, standard operators only; the runtime's session folds the dequantizing when
+    it is made, so that what runs each step is an fp32 graph; the text is close to fp32's."""
+    from charlstm.runtime import Model, score
+    from charlstm.export.quantize import SMALLEST_QUANTIZED
+    from charlstm.runtime.model import _session_options
+
+    proc = run_cli("charlstm-export", tiny_checkpoint, "--quantize", "int8-weights", "-o", tmp_path / "w.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "KL nats/char" in proc.stderr and " ok " in proc.stderr.splitlines()[-1]
+    fp32 = export(tiny_checkpoint, tmp_path / "m.onnx", prefill=False)
+    large = {i.name for i in onnx.load(fp32.path).graph.initializer if len(i.dims) >= 2 and min(i.dims[-2:]) > 1
+             and np.prod(i.dims) >= SMALLEST_QUANTIZED}  # the matrices but the smallest
+    assert {"lstm.l0.R", "lstm.l1.W", "lstm.l1.R"} <= large
+    proto = onnx.load(tmp_path / "w.onnx")
+    ops = op_inventory(proto)
+    assert ops["DequantizeLinear"] == len(large) and ops["LSTM"] == 2 and {n.domain for n in proto.graph.node} <= {""}
+    int8 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2}
+    assert int8 == {f"{name}.int8" for name in large}
+    onnx.checker.check_model(proto, full_check=True)
+    options = _session_options(1, True)
+    options.optimized_model_filepath = str(tmp_path / "as-run.onnx")
+    Model(tmp_path / "w.onnx", session_options=options, prefill=None)
+    assert "DequantizeLinear" not in op_inventory(onnx.load(tmp_path / "as-run.onnx")), "folded when the session is made"
+    text = "abcdefabcabc" * 20
+    ours, theirs = (score(Model(p), text).nats_per_char for p in (tmp_path / "w.onnx", fp32.path))
+    assert abs(ours - theirs) < 0.01
+
+
 # sha256 of the step and prefill graphs, fp32 and int8, that the exporter of commit 01c8bdb (before
 # issue 19's rework of the reader) wrote for the checkpoint below, with torch 2.13.0 and onnx 1.23.
 PINNED = {None: ("7f09dbef1fd8e096faf61997cadb2095d751387d5bbc3d93aba3ea0c17fd34b0",

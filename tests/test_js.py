@@ -70,6 +70,14 @@ def test_node_prints_the_python_bytes(node, fresh_model, which, args):
     assert js.stderr == python.stderr == ""
 
 
+def test_an_int8_weights_file_prints_the_same_in_both(node, fresh_model, moliere_slice, tmp_path):
+    """Both runtimes fold its dequantizing the same way when they load it (core.formats.SESSION_CONFIG)."""
+    weights = export(fresh_model.with_suffix(".pt"), tmp_path / "w.onnx", quantize="int8-weights").path
+    for args in (["--prime", "ORGON.", "-n", 300, "--seed", 5], ["--score", moliere_slice]):
+        python, js = run_cli("charlstm-sample", weights, *args), node_cli(node, weights, *args)
+        assert python.returncode == js.returncode == 0 and js.stdout == python.stdout, (python.stderr, js.stderr)
+
+
 def test_scores_and_prompts_from_stdin_print_the_same(node, fresh_model, moliere_slice, tmp_path):
     text = tmp_path / "act.txt"
     text.write_text(moliere_slice.read_text()[-5000:])

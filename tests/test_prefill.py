@@ -7,8 +7,8 @@ import pytest
 from charlstm.export import export
 from charlstm.export.onnx_graph import op_inventory
 from charlstm.runtime import BadInput, Model, generate, score
+from charlstm.core import formats as fmt
 from charlstm.core.artifacts import prefill_path
-from charlstm.runtime.model import SPIN_DURATION_US
 from conftest import parity_failure, run_cli, train_tiny
 
 
@@ -40,7 +40,8 @@ def test_idle_threads_stop_spinning_soon_and_the_prefill_ones_at_once(pair):
 
     model = Model(pair[0])
     for session, stops in ((model._session, None), (model._prefill, "1")):
-        assert config(session, "session.intra_op.spin_duration_us") == str(SPIN_DURATION_US)
+        for key, value in fmt.SESSION_CONFIG.items():
+            assert config(session, key) == value
         assert config(session, "session.force_spinning_stop") == stops
 
 

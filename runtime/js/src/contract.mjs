@@ -50,5 +50,9 @@ export const CONTRACT = Object.freeze({
       "beams": "beams must be an integer from 1 to 64",
       "length_penalty": "the length penalty must be a number from 0 to 10"
     }
+  },
+  "sessionConfig": {
+    "session.intra_op.spin_duration_us": "200",
+    "session.disable_quant_qdq": "1"
   }
 });

@@ -15,7 +15,6 @@ const isNode = typeof process !== "undefined" && Boolean(process.versions?.node)
 
 // As the Python runtime (runtime/model.py): idle workers spin 200 us, long enough to span the
 // gap between two steps, short enough to leave the cores soon after the last one.
-const SPIN_DURATION_US = "200";
 
 /** Intra-op threads in Node: all cores of a small device, at most 4 (runtime/model.py's rule). */
 async function defaultThreads() {
@@ -189,7 +188,7 @@ export class Model {
     const options = { executionMode: "sequential", interOpNumThreads: 1, logSeverityLevel: 4, ...sessionOptions };
     threads = threads ?? (isNode ? await defaultThreads() : undefined);
     if (threads !== undefined) options.intraOpNumThreads = threads;
-    options.extra = { session: { intra_op: { spin_duration_us: SPIN_DURATION_US } }, ...options.extra };
+    options.extra = { ...sessionExtra(CONTRACT.sessionConfig), ...options.extra };
     const bytes = await readBytes(source, "model");
     const header = checkedHeader(bytes, name, "step");
     const session = await open(ort, bytes, name, options);
@@ -391,6 +390,17 @@ export class Model {
       }
     }
   }
+}
+
+/** onnxruntime-js's `extra` session option from dotted config keys: {"a.b.c": v} → {a: {b: {c: v}}}. */
+function sessionExtra(config) {
+  const extra = {};
+  for (const [key, value] of Object.entries(config)) {
+    const parts = key.split(".");
+    const leaf = parts.slice(0, -1).reduce((node, part) => (node[part] ??= {}), extra);
+    leaf[parts.at(-1)] = value;
+  }
+  return extra;
 }
 
 async function open(ort, bytes, name, options) {
