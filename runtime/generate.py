@@ -142,21 +142,48 @@ def _start(model, prompt, n, num_samples, seed, stop, state, unknown, options: S
 def _steps(model, logits, state, n, options, picker, recent, stop, fed, top=None):
     """The generation loop, once its arguments are checked and `fed` ids of the prompt fed:
     yields each step's new text of every lane and, with `top`, the drawn characters' records."""
-    matchers = [_StopMatcher(stop) for _ in range(len(logits))]
-    constraint = Constraint(picker.dfa, len(logits), model.start_token) if picker.dfa is not None else None
-    for t in range(n):
-        z = picker.scores(logits, recent)
-        if constraint is not None:
-            z = np.where(constraint.mask(n - t), z, -np.inf)  # characters that break the match: banned
-        tokens = picker.choose(logits, z=z)  # (B,)
-        records = None if top is None else _logprobs(model, z, tokens, options, top)
-        yield _emit(model, matchers, tokens, constraint), records
-        if all(m.done for m in matchers) or t == n - 1:
-            break
-        if options.repetition_penalty != 1.0:
-            recent = np.concatenate([recent[:, 1:], tokens[:, None]], axis=1)
-        logits, state = model._step(tokens, state, fed + t + 1)
-    yield [m.flush() for m in matchers], None
+    lanes = Lanes(model, options, picker, recent, stop, n, top)
+    while not lanes.done:
+        tokens, pieces, records = lanes.draw(logits)
+        yield pieces, records
+        if not lanes.done:
+            logits, state = model._step(tokens, state, fed + lanes.t)
+    yield lanes.flush(), None
+
+
+class Lanes:
+    """The lanes of one text between two calls of the model: what a step draws from their
+    logits, the text it lets out, when they end. The generation loop drives it one batch at a
+    time; charlstm-serve drives many in one batch (each lane's logits are the same either way)."""
+
+    def __init__(self, model: Model, options: SamplingOptions, picker: Picker, recent: np.ndarray,
+                 stop: Sequence[str], n: int, top: int | None = None):
+        self.model, self.options, self.picker, self.recent, self.n, self.top = model, options, picker, recent, n, top
+        self.matchers = [_StopMatcher(stop) for _ in range(len(recent))]
+        self.constraint = Constraint(picker.dfa, len(recent), model.start_token) if picker.dfa is not None else None
+        self.t, self.done = 0, n == 0
+
+    def draw(self, logits: np.ndarray) -> tuple[np.ndarray, list[str], list | None]:
+        """logits (B, V) → the drawn ids (B,), each lane's new text and, with `top`, the records."""
+        z = self.picker.scores(logits, self.recent)
+        if self.constraint is not None:
+            z = np.where(self.constraint.mask(self.n - self.t), z, -np.inf)  # characters that break the match: banned
+        tokens = self.picker.choose(logits, z=z)  # (B,)
+        records = None if self.top is None else _logprobs(self.model, z, tokens, self.options, self.top)
+        pieces = _emit(self.model, self.matchers, tokens, self.constraint)
+        self.t += 1
+        self.done = self.t == self.n or all(m.done for m in self.matchers)
+        if not self.done and self.options.repetition_penalty != 1.0:
+            self.recent = np.concatenate([self.recent[:, 1:], tokens[:, None]], axis=1)
+        return tokens, pieces, records
+
+    def flush(self) -> list[str]:
+        """What each lane held back for a stop string that did not come (after the last draw)."""
+        return [m.flush() for m in self.matchers]
+
+    def stopped(self) -> list[bool]:
+        """Whether each lane ended at a stop string or its regex's end (else at its length)."""
+        return [m.done for m in self.matchers]
 
 
 def _emit(model, matchers, tokens, constraint) -> list[str]:
