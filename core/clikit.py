@@ -13,6 +13,7 @@ from charlstm.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, 
 
 # charlstm is installed from a clone or a wheel (it is not on PyPI); README "Install" says more.
 INSTALL_TRAIN = "pip install torch==2.13.0 '.[train]' in a clone of charlstm (README: Install)"
+INSTALL_SERVE = "pip install '.[serve]' in a clone of charlstm (README: Install)"
 
 
 def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -20,13 +21,13 @@ def fail(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(status)
 
 
-def require_extra(prog: str, *modules: str) -> None:
-    """Exit 2 with one line naming the `train` extra if one of `modules` cannot be imported."""
+def require_extra(prog: str, *modules: str, extra: str = "train", install: str = INSTALL_TRAIN) -> None:
+    """Exit 2 with one line naming the extra if one of `modules` cannot be imported."""
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError:
-            fail(prog, f"{name} is not installed; {prog} needs charlstm's train extra: {INSTALL_TRAIN}")
+            fail(prog, f"{name} is not installed; {prog} needs charlstm's {extra} extra: {install}")
 
 
 def run(command, prog: str) -> NoReturn:

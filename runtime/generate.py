@@ -103,6 +103,21 @@ def stream_logprobs(model: Model, prompt: str = "", n: int = 500, top: int = 5, 
     return _records(_steps(*run, top=top))
 
 
+def start_lanes(model: Model, prompt: str = "", n: int = 500, *, num_samples: int = 1, seed: int, stop=(),
+                unknown: str = "error", options: SamplingOptions | None = None, top: int | None = None,
+                **sampling) -> tuple["Lanes", np.ndarray, State]:
+    """What stream_batch starts from, for a caller that calls the model itself (charlstm-serve
+    steps many texts as one batch): the arguments checked and the prompt fed as stream_batch
+    does, then the lanes, the logits they draw from first (num_samples, V) and their state.
+    Drive it as the loop does: `tokens, pieces, records = lanes.draw(logits)`, then, unless
+    `lanes.done`, the next logits and state from the model's step on `tokens`."""
+    if top is not None and (not is_int(top) or not 0 <= top <= MAX_TOP):
+        raise BadInput(f"{MESSAGES['logprobs']}, not {top!r}")
+    model, logits, state, n, options, picker, recent, stop, _ = _start(
+        model, prompt, n, num_samples, seed, stop, None, unknown, sampling_options(options, sampling))
+    return Lanes(model, options, picker, recent, stop, n, top), logits, state
+
+
 def _records(steps) -> Iterator["Logprob"]:
     """The record of each character of the text, in order: the stop matcher emits drawn
     characters in the order they came and drops those of a stop string."""

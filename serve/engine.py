@@ -1,0 +1,152 @@
+"""The continuous batch: every active request's lanes stepped through the model as one batch, on one thread.
+
+Each request's lanes are the runtime's own (runtime.generate.Lanes, started by start_lanes with
+the prompt fed); onnxruntime gives each lane of a batch the same logits as that lane alone, so a
+request's text does not depend on what else is in the batch: it is what charlstm-sample prints.
+"""
+
+import collections
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from charlstm.runtime.generate import Lanes
+from charlstm.runtime.model import Model, State
+
+
+@dataclass(eq=False)
+class Job:
+    """One text's lanes in the batch: the logits they draw from next (B, V), their state
+    (L, B, H), and `deliver(pieces, records)`, called on the batch's thread after each draw with
+    each lane's new text, and once more with None when the job has left the batch."""
+
+    lanes: Lanes
+    logits: np.ndarray
+    state: State
+    deliver: Callable[[list[str] | None, list | None], None]
+    cancelled: bool = False  # set from any thread: the job leaves at the next step
+    deadline: float = math.inf  # time.monotonic() by which it leaves, done or not
+
+    @property
+    def width(self) -> int:
+        return len(self.logits)
+
+
+@dataclass
+class Metrics:
+    """What /metrics reports, written by the batch's thread."""
+
+    steps: int = 0
+    step_seconds: float = 0.0
+    characters: int = 0
+    active_lanes: int = 0
+    waiting: int = 0
+    widths: collections.Counter = field(default_factory=collections.Counter)
+
+
+class Engine:
+    """Runs jobs as one batch until each is done or cancelled; at most `max_lanes` lanes at once,
+    the others wait in order of arrival."""
+
+    def __init__(self, model: Model, max_lanes: int):
+        self.model, self.max_lanes = model, max_lanes
+        self.metrics = Metrics()
+        self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._jobs: list[Job] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="charlstm-batch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """End every job (each gets its None) and stop the thread."""
+        self._closing.set()
+        self._thread.join()
+
+    def submit(self, job: Job) -> None:
+        self._inbox.put(job)
+
+    def cancel_all(self) -> None:
+        """Every job in hand leaves at the next step (from any thread)."""
+        for job in [*self._jobs, *self._waiting]:
+            job.cancelled = True
+
+    def _loop(self) -> None:
+        try:
+            while not self._closing.is_set():
+                self._admit(wait=not self._jobs)
+                if self._jobs:
+                    self._step()
+        finally:
+            for job in [*self._jobs, *self._waiting, *_drain(self._inbox)]:
+                job.deliver(None, None)
+
+    def _admit(self, wait: bool) -> None:
+        """New jobs join the waiting line; those that fit join the batch."""
+        try:
+            self._waiting.append(self._inbox.get(timeout=0.05) if wait else self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        self._waiting.extend(_drain(self._inbox))
+        now = time.monotonic()
+        for job in [j for j in self._waiting if j.cancelled or now > j.deadline]:
+            self._waiting.remove(job)
+            job.deliver(None, None)
+        used = sum(j.width for j in self._jobs)
+        while self._waiting and used + self._waiting[0].width <= self.max_lanes:
+            job = self._waiting.popleft()
+            self._jobs.append(job)
+            used += job.width
+        self.metrics.active_lanes, self.metrics.waiting = used, len(self._waiting)
+
+    def _step(self) -> None:
+        """Each job draws from its logits; those still going take one step of the model together."""
+        going, tokens, now = [], [], time.monotonic()
+        for job in self._jobs:
+            job.cancelled |= now > job.deadline
+            if not job.cancelled:
+                drawn, pieces, records = job.lanes.draw(job.logits)
+                self.metrics.characters += sum(len(p) for p in pieces)
+                job.deliver(pieces, records)
+                if not job.lanes.done:
+                    going.append(job)
+                    tokens.append(drawn)
+                    continue
+                job.deliver(job.lanes.flush(), None)
+            job.deliver(None, None)
+        self._jobs = going
+        self.metrics.active_lanes = sum(j.width for j in going)
+        if not going:
+            return
+        state = State(np.concatenate([j.state.h for j in going], axis=1), np.concatenate([j.state.c for j in going], axis=1))
+        started = time.perf_counter()
+        try:
+            logits, state = self.model._step(np.concatenate(tokens), state)  # (B, V), (L, B, H)
+        except Exception:  # a model that fails mid-text (non-finite logits): its jobs end, the server stays
+            for job in going:
+                job.cancelled = True
+            return
+        self.metrics.steps += 1
+        self.metrics.step_seconds += time.perf_counter() - started
+        self.metrics.widths[len(logits)] += 1
+        at = 0
+        for job in going:
+            lanes = slice(at, at + job.width)
+            job.logits, job.state = logits[lanes], State(state.h[:, lanes], state.c[:, lanes])
+            at += job.width
+
+
+def _drain(inbox: queue.SimpleQueue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(inbox.get_nowait())
+        except queue.Empty:
+            return out
