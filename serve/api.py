@@ -336,6 +336,7 @@ async def _events(c: Completion, jobs, events: asyncio.Queue):
     choices, left = _choices(c), len(jobs)
     while left:
         k, pieces, records = await events.get()
+        jobs[k].taken += pieces is not None
         if pieces is None:
             left -= 1
             for choice, stopped in zip(choices[k], jobs[k].lanes.stopped()):

@@ -19,6 +19,9 @@ from charlstm.runtime.generate import Lanes
 from charlstm.runtime.model import Model, State
 
 
+BACKLOG = 256  # draws a job may run ahead of its reader
+
+
 @dataclass(eq=False)
 class Job:
     """One text's lanes in the batch: the logits they draw from next (B, V), their state
@@ -31,6 +34,14 @@ class Job:
     deliver: Callable[[list[str] | None, list | None], None]
     cancelled: bool = False  # set from any thread: the job leaves at the next step
     deadline: float = math.inf  # time.monotonic() by which it leaves, done or not
+    delivered: int = 0  # draws handed to `deliver` (written by the batch's thread only)
+    taken: int = 0  # draws its reader has taken (written by the reader only)
+
+    @property
+    def behind(self) -> bool:
+        """Its reader is BACKLOG draws behind (a slow client): it skips steps until it catches up,
+        which changes nothing in its text, only when it comes."""
+        return self.delivered - self.taken >= BACKLOG
 
     @property
     def width(self) -> int:
@@ -108,22 +119,28 @@ class Engine:
 
     def _step(self) -> None:
         """Each job draws from its logits; those still going take one step of the model together."""
-        going, tokens, now = [], [], time.monotonic()
+        going, tokens, now, paused = [], [], time.monotonic(), []
         for job in self._jobs:
             job.cancelled |= now > job.deadline
+            if job.behind and not job.cancelled:
+                paused.append(job)
+                continue
             if not job.cancelled:
                 drawn, pieces, records = job.lanes.draw(job.logits)
                 self.metrics.characters += sum(len(p) for p in pieces)
+                job.delivered += 1
                 job.deliver(pieces, records)
                 if not job.lanes.done:
                     going.append(job)
                     tokens.append(drawn)
                     continue
+                job.delivered += 1
                 job.deliver(job.lanes.flush(), None)
             job.deliver(None, None)
-        self._jobs = going
-        self.metrics.active_lanes = sum(j.width for j in going)
+        self._jobs = going + paused
+        self.metrics.active_lanes = sum(j.width for j in self._jobs)
         if not going:
+            time.sleep(0.001 if paused else 0)  # every job waits for its reader
             return
         state = State(np.concatenate([j.state.h for j in going], axis=1), np.concatenate([j.state.c for j in going], axis=1))
         started = time.perf_counter()

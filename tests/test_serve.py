@@ -1,6 +1,7 @@
 """charlstm-serve over real HTTP: the official openai client, concurrent clients against the runtime's text, bad requests."""
 
 import concurrent.futures
+import itertools
 import json
 import os
 import signal
@@ -156,6 +157,32 @@ def test_a_client_that_goes_away_frees_its_lanes(tiny):
         time.sleep(0.05)
     metrics = httpx.get(f"{tiny.url}/metrics").text
     assert "charlstm_active_lanes 0" in metrics and "charlstm_requests_in_hand 0" in metrics, metrics
+
+
+def generated(served) -> int:
+    """The server's count of characters generated, from /metrics."""
+    line = next(x for x in httpx.get(f"{served.url}/metrics").text.splitlines()
+                if x.startswith("charlstm_characters_generated_total "))
+    return int(line.split()[1])
+
+
+def test_a_slow_reader_holds_its_lanes_back_not_the_servers_memory():
+    served = Served(TINY, max_tokens=10**7)
+    try:
+        with httpx.stream("POST", f"{served.url}/v1/completions", json={"prompt": "a", "max_tokens": 10**7, "seed": 4,
+                                                                       "stream": True}) as slow:
+            lines = slow.iter_lines()
+            first = [next(lines) for _ in range(3)]
+            counts = [generated(served)]  # not reading: the sockets' buffers fill, then the job waits
+            while len(counts) < 40 and (len(counts) < 2 or counts[-1] != counts[-2]):
+                time.sleep(0.3)
+                counts.append(generated(served))
+            assert counts[-1] == counts[-2] < 300_000, counts  # it would run to 10^7 in seconds
+            text = "".join(json.loads(line[6:])["choices"][0]["text"] for line in [*first, *itertools.islice(lines, 3000)]
+                           if line.startswith("data: {"))
+        assert text == generate(served.model, "a", len(text), seed=4)
+    finally:
+        served.close()
 
 
 def test_a_full_queue_is_429_with_retry_after():
