@@ -43,7 +43,12 @@ ELSEWHERE = {
     'node bin/charlstm-sample.mjs ../../models/moliere.onnx --prime "ALCESTE." -n 300 --seed 1':
         "tests/test_js.py::test_node_prints_the_python_bytes",
     "node runtime/js/demo/serve.mjs": "runtime/js/test/serve.test.mjs",
+    "pip install '.[serve]'": "test_the_documented_installs_name_what_pyproject_declares",
+    "charlstm-serve": "tests/test_serve.py::test_the_cli_refuses_an_open_host_without_a_key_and_stops_cleanly_on_sigterm",
+    "curl -s 127.0.0.1:8000/v1/completions -d '{\"prompt\": \"ALCESTE.\", \"max_tokens\": 80, \"seed\": 1}'":
+        "tests/test_serve.py::test_the_documented_examples_run",
 }
+SERVER = "http://127.0.0.1:8000/v1"  # Python examples naming it talk to charlstm-serve (test_serve runs them)
 ELSEWHERE_FILES = {"foreign.md": "tests/test_foreign.py::test_the_documented_commands_run"}
 
 
@@ -138,6 +143,8 @@ def test_the_documented_commands_run(moliere_slice, tmp_path):
             assert proc.returncode == 0, f"{path.name}: {command}\n{proc.stderr[-3000:]}"
             ran += 1
         for code in blocks(path, ("python",)):
+            if SERVER in code:
+                continue  # a client of charlstm-serve: tests/test_serve.py runs it against a server
             proc = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
                                   timeout=300, env=env)
             assert proc.returncode == 0 and proc.stdout, f"{path.name}'s Python example:\n{proc.stderr[-3000:]}"

@@ -236,3 +236,26 @@ def test_the_cli_refuses_an_open_host_without_a_key_and_stops_cleanly_on_sigterm
         assert proc.wait(30) == 0
     finally:
         proc.kill()
+
+
+@pytest.mark.slow
+def test_the_documented_examples_run():
+    """docs/serve.md's curl line and Python example, against the shipped model on this test's port."""
+    from test_docs import SERVER, blocks, commands
+
+    served = Served(SHIPPED)
+    try:
+        here = lambda text: text.replace("127.0.0.1:8000", f"127.0.0.1:{served.port}")  # noqa: E731
+        doc = ROOT / "docs" / "serve.md"
+        curl = next(c for c in commands(doc) if c.startswith("curl "))
+        reply = json.loads(subprocess.run(["bash", "-c", here(curl)], capture_output=True, text=True, timeout=60,
+                                          check=True).stdout)
+        assert reply["choices"][0]["text"] == generate(served.model, "ALCESTE.", 80, seed=1)
+        examples = [code for path in (doc, ROOT / "README.md") for code in blocks(path, ("python",)) if SERVER in code]
+        assert len(examples) == 2
+        for code in examples:
+            proc = subprocess.run([sys.executable, "-c", here(code)], capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.startswith(generate(served.model, "ALCESTE.", 80, seed=1) + "\n")
+    finally:
+        served.close()
