@@ -1,0 +1,143 @@
+"""charlstm-serve under load: concurrent streaming clients against one client alone and the batch-1 runtime.
+
+    python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000]
+
+Starts `charlstm-serve` on the default model (--max-batch 128) in its own process. For each
+count of clients, that many threads each stream one completion of --chars characters at once
+(mixed seeds and options: plain, top-p, top-k with a penalty, min-p), and the table gives the
+aggregate characters per second, each client's, and the p50/p99 time to the first character and
+between characters; ratios against one client alone and against the batch-1 runtime's
+generate() (in this process) measured in the same run. Targets: 32 clients >= 4x one client's
+aggregate, p99 time to the first character at 32 clients under 1 s.
+
+--soak N then sends N requests (a quarter streamed and dropped after a few characters, a tenth
+bad) and prints the server's resident memory after each tenth of them: it should stay flat.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from charlstm.runtime import Model, generate
+from shared_corpus import ROOT
+
+OPTIONS = [{}, {"top_p": 0.9}, {"top_k": 20, "repetition_penalty": 1.2}, {"min_p": 0.05}]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "charlstm-serve"
+    proc = subprocess.Popen([exe, "--port", str(port), "--max-batch", "128", "--max-queue", "1024"],
+                            stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health")
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise SystemExit("charlstm-serve did not start")
+
+
+def one_client(url: str, i: int, chars: int) -> dict:
+    """One streamed completion: when each piece came, from the request's start."""
+    body = {"prompt": "\n", "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]}
+    start, times = time.perf_counter(), []
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                times.append(time.perf_counter() - start)
+    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": len(times)}
+
+
+def load(url: str, clients: int, chars: int) -> dict:
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        runs = list(pool.map(lambda i: one_client(url, i, chars), range(clients)))
+    wall = time.perf_counter() - start
+    gaps = sorted(g for r in runs for g in r["gaps"])
+    firsts = sorted(r["first"] for r in runs)
+    return {"clients": clients, "aggregate": sum(r["n"] for r in runs) / wall,
+            "per_client": statistics.median(r["n"] / r["total"] for r in runs),
+            "first_p50": _pct(firsts, 50), "first_p99": _pct(firsts, 99), "gap_p50": _pct(gaps, 50), "gap_p99": _pct(gaps, 99)}
+
+
+def _pct(values: list, p: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(url: str, pid: int, count: int) -> list[tuple[int, float]]:
+    marks = []
+    with httpx.Client(timeout=60) as client:
+        for i in range(count):
+            if i % 10 == 3:
+                client.post(f"{url}/v1/completions", json={"prompt": "a", "top_k": 0})  # bad: 400
+            elif i % 4 == 1:
+                with client.stream("POST", f"{url}/v1/completions",
+                                   json={"prompt": "\n", "max_tokens": 500, "stream": True}) as r:
+                    for _ in zip(range(3), r.iter_lines()):
+                        pass  # then dropped
+            else:
+                client.post(f"{url}/v1/completions", json={"prompt": "\n", "max_tokens": 20, "seed": i})
+            if (i + 1) % max(1, count // 10) == 0:
+                marks.append((i + 1, rss_mb(pid)))
+    return marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", default="1,8,32,128")
+    parser.add_argument("--chars", type=int, default=300)
+    parser.add_argument("--soak", type=int, default=0)
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(port)
+    try:
+        model = Model(ROOT / "models" / "moliere.onnx", prefill=None)
+        t0 = time.perf_counter()
+        generate(model, "\n", args.chars, seed=0)
+        runtime = args.chars / (time.perf_counter() - t0)
+        rows = [load(url, int(c), args.chars) for c in args.clients.split(",")]
+        alone = next((r["aggregate"] for r in rows if r["clients"] == 1), rows[0]["aggregate"])
+        print(f"default model, {args.chars} characters per client, streamed; batch-1 runtime: {runtime:,.0f} chars/s\n")
+        print(f"{'clients':>7} {'chars/s':>9} {'vs 1 client':>11} {'vs runtime':>10} {'per client':>10}"
+              f" {'first p50':>9} {'first p99':>9} {'gap p50':>8} {'gap p99':>8}")
+        for r in rows:
+            print(f"{r['clients']:>7} {r['aggregate']:>9,.0f} {r['aggregate'] / alone:>10.2f}x {r['aggregate'] / runtime:>9.2f}x"
+                  f" {r['per_client']:>10,.0f} {r['first_p50']:>8.3f}s {r['first_p99']:>8.3f}s"
+                  f" {1000 * r['gap_p50']:>6.1f}ms {1000 * r['gap_p99']:>6.1f}ms")
+        at32 = next((r for r in rows if r["clients"] == 32), None)
+        if at32:
+            print(f"\n32 clients >= 4x one: {'met' if at32['aggregate'] >= 4 * alone else 'NOT MET'}"
+                  f" ({at32['aggregate'] / alone:.2f}x); p99 first character < 1 s:"
+                  f" {'met' if at32['first_p99'] < 1 else 'NOT MET'} ({at32['first_p99']:.3f} s)")
+        if args.soak:
+            marks = soak(url, server.pid, args.soak)
+            print("\nrequests  server RSS (MB)")
+            for done, mb in marks:
+                print(f"{done:>8}  {mb:>8.1f}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
