@@ -55,13 +55,18 @@ def test_training_and_export_do_not_load_onnxruntime():
 
 def test_the_runtime_loads_neither_torch_nor_onnx():
     loaded = top_level_modules_after("charlstm.runtime", "charlstm.runtime.cli", "charlstm.models")
-    assert {"torch", "onnx"} & loaded == set() and "onnxruntime" in loaded
+    assert {"torch", "onnx", "starlette", "uvicorn"} & loaded == set() and "onnxruntime" in loaded
+
+
+def test_the_server_loads_neither_torch_nor_onnx():
+    loaded = top_level_modules_after("charlstm.serve.api", "charlstm.serve.cli")
+    assert {"torch", "onnx"} & loaded == set() and {"starlette", "onnxruntime"} <= loaded
 
 
 def test_runtime_source_uses_neither_train_nor_export():
     for path in (ROOT / "runtime").glob("*.py"):
         source = path.read_text()
-        for forbidden in ("charlstm.train", "charlstm.export", "import torch", "import onnx\n"):
+        for forbidden in ("charlstm.train", "charlstm.export", "charlstm.serve", "import torch", "import onnx\n"):
             assert forbidden not in source, f"{path.name} mentions {forbidden!r}"
 
 
