@@ -283,7 +283,8 @@ async def _start(server: Server, c: Completion):
 
 def _post(loop, server: Server, events: asyncio.Queue, left: list, k: int, pieces, records) -> None:
     """From the batch's thread: an event of job k, handed to the request's loop."""
-    loop.call_soon_threadsafe(_arrive, server, events, left, (k, pieces, records))
+    with contextlib.suppress(RuntimeError):  # the loop has closed (the server stopped): nobody is waiting
+        loop.call_soon_threadsafe(_arrive, server, events, left, (k, pieces, records))
 
 
 def _arrive(server: Server, events: asyncio.Queue, left: list, event) -> None:
