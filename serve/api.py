@@ -29,6 +29,8 @@ OPENAI_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "n", "
                  "echo", "user", "frequency_penalty", "presence_penalty", "best_of", "suffix", "stream_options"}
 SAMPLING_FIELDS = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "logit_bias", "ban", "regex"}
 OWN_FIELDS = SAMPLING_FIELDS - OPENAI_FIELDS | {"beams", "length_penalty"}
+# What beams does not use (it ranks by the model's probabilities and draws nothing), as the CLI says.
+NOT_WITH_BEAMS = ("temperature", "top_p", "top_k", "min_p", "seed", "n", "logprobs", "stream")
 DEFAULT_MAX_TOKENS = 500  # charlstm-sample's -n: the same request and flags give the same text
 
 
@@ -81,14 +83,14 @@ class Server:
     model: Model
     name: str
     limits: Limits
-    engine: Engine = None
+    engine: Engine = field(init=False)
     primer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "charlstm-prime"))
     requests: dict = field(default_factory=dict)  # (route, status) → count
     in_flight: int = 0
     closing: bool = False
 
     def __post_init__(self):
-        self.engine = self.engine or Engine(self.model, self.limits.max_lanes)
+        self.engine = Engine(self.model, self.limits.max_lanes)
 
     def close_streams(self) -> None:
         """Shutting down: refuse new requests; every job ends now, so that each request in flight
@@ -219,8 +221,11 @@ def _parse(body: dict, server: Server) -> Completion:
                             secrets.randbits(64) if seed is None else seed, stop, _flag(body, "stream"),
                             _flag(body, "echo"), _int(body, "logprobs", None, 0), sampling,
                             _int(body, "beams", None, 1), body.get("length_penalty", 0.0))
-    if completion.beams is not None and (completion.stream or completion.logprobs is not None or n > 1):
-        raise BadInput("beams returns the likeliest continuations at once: not with stream, logprobs or n")
+    if completion.beams is not None:
+        drawn = sorted(k for k in NOT_WITH_BEAMS if body.get(k) not in (None, False) and (k != "n" or body[k] != 1))
+        if drawn:
+            raise BadInput(f"beams ranks continuations by the model's probabilities and draws nothing: drop"
+                           f" {', '.join(drawn)}")
     if completion.echo and completion.logprobs is not None:
         raise BadInput("echo with logprobs is not supported (the prompt's characters are not scored)")
     return completion
@@ -241,9 +246,9 @@ async def completions(server: Server, request: Request) -> Response:
                       "rate_limit_error", headers={"Retry-After": "1"})
     meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
             "model": server.name}
-    headers = {"X-Charlstm-Seed": str(c.seed)}
     if c.beams is not None:
-        return JSONResponse(await _beams(server, c, meta), headers=headers)
+        return JSONResponse(await _beams(server, c, meta))
+    headers = {"X-Charlstm-Seed": str(c.seed)}
     server.in_flight += 1  # until its last job has left the batch (_arrive)
     try:
         jobs, events = await _start(server, c)
@@ -388,11 +393,7 @@ async def _sse(server: Server, c: Completion, meta: dict, jobs, events):
 
 
 async def _beams(server: Server, c: Completion, meta: dict) -> dict:
-    loop = asyncio.get_running_loop()
-    options = {k: v for k, v in c.sampling.items() if k in ("logit_bias", "ban", "repetition_penalty", "regex")}
-    if set(c.sampling) - set(options):
-        raise BadInput(f"beams ranks by the model's probabilities and draws nothing: drop {', '.join(sorted(set(c.sampling) - set(options)))}")
-    found = []
+    loop, options, found = asyncio.get_running_loop(), c.sampling, []
     for k, prompt in enumerate(c.prompts):
         search = functools.partial(beam_search, server.model, prompt, c.max_tokens, c.beams,
                                    length_penalty=c.length_penalty, stop=c.stop, **options)

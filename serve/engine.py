@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +57,6 @@ class Metrics:
     characters: int = 0
     active_lanes: int = 0
     waiting: int = 0
-    widths: collections.Counter = field(default_factory=collections.Counter)
 
 
 class Engine:
@@ -152,7 +151,6 @@ class Engine:
             return
         self.metrics.steps += 1
         self.metrics.step_seconds += time.perf_counter() - started
-        self.metrics.widths[len(logits)] += 1
         at = 0
         for job in going:
             lanes = slice(at, at + job.width)

@@ -127,7 +127,7 @@ def test_many_concurrent_clients_each_get_their_own_text(tiny):
     ({"prompt": "a", "temprature": 1}, 400, "unknown field temprature"),
     ({"prompt": "a", "model": "gpt-4"}, 404, "does not exist"),
     ({"prompt": "a" * 101}, 413, "at most 100"),
-    ({"prompt": "a", "beams": 2, "stream": True}, 400, "not with stream"),
+    ({"prompt": "a", "beams": 2, "stream": True, "seed": 1}, 400, "draws nothing: drop seed, stream"),
 ])
 def test_bad_requests_get_openai_errors_with_the_clis_words(tiny, body, status, words):
     reply = httpx.post(f"{tiny.url}/v1/completions", json=body)
