@@ -74,6 +74,7 @@ class Completion:
     sampling: dict
     beams: int | None = None
     length_penalty: float = 0.0
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
 
 
 @dataclass
@@ -226,6 +227,10 @@ def _parse(body: dict, server: Server) -> Completion:
         if drawn:
             raise BadInput(f"beams ranks continuations by the model's probabilities and draws nothing: drop"
                            f" {', '.join(drawn)}")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise BadInput("stream_options takes include_usage only")
+    completion.include_usage = _flag(options, "include_usage")
     if completion.echo and completion.logprobs is not None:
         raise BadInput("echo with logprobs is not supported (the prompt's characters are not scored)")
     return completion
@@ -364,10 +369,13 @@ async def _collect(c: Completion, meta: dict, jobs, events) -> dict:
             finished[choice.index] = {"text": choice.text, "index": choice.index,
                                       "logprobs": choice.whole_logprobs(), "finish_reason": reason}
     generated = sum(len(ch["text"]) for ch in finished.values()) - (sum(map(len, c.prompts)) * c.n if c.echo else 0)
+    return {**meta, "choices": [finished[i] for i in sorted(finished)], "seed": c.seed, "usage": _usage(c, generated)}
+
+
+def _usage(c: Completion, generated: int) -> dict:
+    """OpenAI's usage, in characters (a character is a token here)."""
     prompt_chars = sum(len(p) for p in c.prompts)
-    return {**meta, "choices": [finished[i] for i in sorted(finished)], "seed": c.seed,
-            "usage": {"prompt_tokens": prompt_chars, "completion_tokens": generated,
-                      "total_tokens": prompt_chars + generated}}
+    return {"prompt_tokens": prompt_chars, "completion_tokens": generated, "total_tokens": prompt_chars + generated}
 
 
 async def _sse(server: Server, c: Completion, meta: dict, jobs, events):
@@ -379,9 +387,13 @@ async def _sse(server: Server, c: Completion, meta: dict, jobs, events):
             for k, prompt in enumerate(c.prompts):
                 for i in range(c.n):
                     yield chunk(k * c.n + i, prompt, None, None)
+        generated = 0
         async with asyncio.timeout(server.limits.timeout):
             async for choice, piece, extra in _events(c, jobs, events):  # extra: logprobs, or the finish reason
+                generated += len(piece or "")
                 yield chunk(choice.index, "", None, extra) if piece is None else chunk(choice.index, piece, extra, None)
+        if c.include_usage:
+            yield f"data: {json.dumps({**meta, 'choices': [], 'usage': _usage(c, generated)})}\n\n"
         yield "data: [DONE]\n\n"
     except TimeoutError:
         message = {"error": {"message": f"the completion took longer than {server.limits.timeout:g} s (--timeout)",

@@ -65,9 +65,10 @@ def test_the_openai_client_gets_the_runtimes_text(tiny):
     assert done.choices[0].text == generate(tiny.model, "abc", 60, seed=7, temperature=1.1)
     assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 60
     pieces = list(tiny.client.completions.create(model="tiny", prompt="abc", max_tokens=60, seed=7, temperature=1.1,
-                                                 stream=True))
-    assert "".join(p.choices[0].text for p in pieces) == done.choices[0].text
-    assert pieces[-1].choices[0].finish_reason == "length"
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(p.choices[0].text for p in pieces if p.choices) == done.choices[0].text
+    assert pieces[-2].choices[0].finish_reason == "length"
+    assert pieces[-1].choices == [] and pieces[-1].usage.completion_tokens == 60
 
 
 def test_options_n_prompts_stop_echo_and_the_seed_header(tiny):
