@@ -65,33 +65,31 @@ def command(model: Path | None, host: str, port: int, max_batch: int, max_queue:
     app = create_app(served, path.stem, Limits(max_batch, max_queue, max_prompt, max_tokens, max_body, timeout,
                                                 api_key))
     click.echo(f"{PROG}: serving {path} as {path.stem!r} on http://{host}:{port} (Ctrl-C stops)", err=True)
-    _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10),
+    _server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10),
             app.state.server).run()
 
 
-class _Server:
+def _server(config, served):
     """uvicorn's server, stopped by SIGTERM or Ctrl-C as a service should be: no new requests (503),
     every stream in flight ended with a final event and [DONE], then exit 0 (uvicorn itself would
     raise the signal again once it has shut down)."""
+    import uvicorn
 
-    def __new__(cls, config, served):
-        import uvicorn
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
-                try:
-                    yield
-                finally:
-                    for s, handler in previous.items():
-                        signal.signal(s, handler)
+        def handle_exit(self, sig, frame):
+            served.close_streams()
+            super().handle_exit(sig, frame)
 
-            def handle_exit(self, sig, frame):
-                served.close_streams()
-                super().handle_exit(sig, frame)
-
-        return Server(config)
+    return Server(config)
 
 
 def _loopback(host: str) -> bool:
