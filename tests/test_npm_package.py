@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from charlstm.runtime import Model, generate
+from charlstm.runtime import Model, beam_search, generate
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -106,8 +106,13 @@ def test_the_javascript_page_s_example_runs_there_too(installed):
     app, _ = installed
     (app / "doc.mjs").write_text(blocks(ROOT / "docs" / "javascript.md", ("js",))[0])
     out = _run(["node", "doc.mjs"], app)
-    expected = generate(Model(ROOT / "models" / "moliere.onnx"), "ALCESTE.", 300, seed=1, top_p=0.95)
-    assert out.startswith(expected + "\n") and "Non, " in out  # then the stream, the records, the beams
+    model = Model(ROOT / "models" / "moliere.onnx")
+    expected = generate(model, "ALCESTE.", 300, seed=1, top_p=0.95)
+    assert out.startswith(expected + "\n")  # then the stream and the records
+    beams = beam_search(model, "ORGON.\n", 60, beams=3, regex="(Oui|Non), [a-z ]+\\.")
+    printed = [line.split(" ", 1) for line in out.splitlines()[-len(beams):]]  # the last lines: the beams
+    assert [text for _, text in printed] == [b.text for b in beams]  # as Python ranks them
+    assert [float(logprob) for logprob, _ in printed] == pytest.approx([b.logprob for b in beams], abs=1e-9)
 
 
 def test_the_types_resolve_and_check(installed):
