@@ -1,6 +1,6 @@
 """charlstm-serve under load: concurrent streaming clients against one client alone and the batch-1 runtime.
 
-    python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000]
+    python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000] [--threads N]
 
 Starts `charlstm-serve` on the default model (--max-batch 128) in its own process. For each
 count of clients, that many threads each stream one completion of --chars characters at once
@@ -33,10 +33,10 @@ from shared_corpus import ROOT
 OPTIONS = [{}, {"top_p": 0.9}, {"top_k": 20, "repetition_penalty": 1.2}, {"min_p": 0.05}]
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, threads: int | None) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "charlstm-serve"
-    proc = subprocess.Popen([exe, "--port", str(port), "--max-batch", "128", "--max-queue", "1024"],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([exe, "--port", str(port), "--max-batch", "128", "--max-queue", "1024",
+                             *(["--threads", str(threads)] if threads else [])], stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
             httpx.get(f"http://127.0.0.1:{port}/health")
@@ -49,12 +49,13 @@ def start_server(port: int) -> subprocess.Popen:
 def one_client(url: str, i: int, chars: int) -> dict:
     """One streamed completion: when each piece came, from the request's start."""
     body = {"prompt": "\n", "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]}
-    start, times = time.perf_counter(), []
+    start, times, chars = time.perf_counter(), [], 0
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
         for line in response.iter_lines():
-            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+            if line.startswith("data: {") and (text := json.loads(line[6:])["choices"][0]["text"]):
                 times.append(time.perf_counter() - start)
-    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": len(times)}
+                chars += len(text)  # a chunk may carry more than one character (text held back by a stop string)
+    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": chars}
 
 
 def load(url: str, clients: int, chars: int) -> dict:
@@ -103,12 +104,13 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,128")
     parser.add_argument("--chars", type=int, default=300)
     parser.add_argument("--soak", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="the server's onnxruntime threads [default: its own]")
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = start_server(port)
+    server = start_server(port, args.threads)
     try:
         model = Model(ROOT / "models" / "moliere.onnx", prefill=None)
         t0 = time.perf_counter()
