@@ -45,6 +45,7 @@ def test_metadata(model):
     assert "\n" in model.vocab and "é" in model.vocab and "\r" not in model.vocab
 
 
+@pytest.mark.slow
 def test_validation_slice_scores_as_the_card_says(model, validation_text):
     expected = card_figure(f"validation nats/char, first {SLICE:,} characters of the split")
     assert score(model, validation_text[:SLICE]).nats_per_char == pytest.approx(expected, abs=2e-4)

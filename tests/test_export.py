@@ -229,6 +229,7 @@ def test_int8_export(tiny_corpus, tmp_path):
     assert_bad_input(run_cli("charlstm-export", ckpt, "--quantize", "int4"), "--quantize")
 
 
+@pytest.mark.slow
 def test_int8_weights_export(tiny_checkpoint, tmp_path):
     """int8 storage, standard operators only; the runtime's session folds the dequantizing when
     it is made, so that what runs each step is an fp32 graph; the text is close to fp32's."""

@@ -163,6 +163,7 @@ def test_an_output_that_is_another_users_link_is_not_written_through(tmp_path):
 
 
 # -- 4. outputs that are inputs -------------------------------------------------------------------
+@pytest.mark.slow
 def test_no_output_is_an_input(tiny_checkpoint, tiny_corpus, tmp_path):
     for name in ("c.last.pt", "c.loss.png"):
         corpus = tmp_path / name
@@ -287,6 +288,7 @@ def test_a_saved_state_that_unpacks_to_gigabytes_is_refused(tmp_path):
 
 
 # -- 7. one line, never a traceback --------------------------------------------------------------
+@pytest.mark.slow
 def test_pipes_empty_outputs_and_deep_json_are_one_line(tiny_checkpoint, tiny_onnx, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -372,6 +374,7 @@ def test_the_javascript_contract_is_generated_from_core():
     assert json.loads(json.dumps(contract.contract()))["limits"]["maxThreads"] == 256
 
 
+@pytest.mark.slow
 @as_root
 def test_a_full_disk_is_one_line_exit_1_and_the_old_files_stay(tiny_corpus, tiny_checkpoint, tmp_path):
     disk = tmp_path / "disk"

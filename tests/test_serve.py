@@ -167,6 +167,7 @@ def generated(served) -> int:
     return int(line.split()[1])
 
 
+@pytest.mark.slow
 def test_a_slow_reader_holds_its_lanes_back_not_the_servers_memory():
     served = Served(TINY, max_tokens=10**7)
     try:
