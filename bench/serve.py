@@ -49,13 +49,13 @@ def start_server(port: int, threads: int | None) -> subprocess.Popen:
 def one_client(url: str, i: int, chars: int) -> dict:
     """One streamed completion: when each piece came, from the request's start."""
     body = {"prompt": "\n", "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]}
-    start, times, chars = time.perf_counter(), [], 0
+    start, times, received = time.perf_counter(), [], 0
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
         for line in response.iter_lines():
             if line.startswith("data: {") and (text := json.loads(line[6:])["choices"][0]["text"]):
                 times.append(time.perf_counter() - start)
-                chars += len(text)  # a chunk may carry more than one character (text held back by a stop string)
-    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": chars}
+                received += len(text)  # a chunk may carry more than one character (text held back by a stop string)
+    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
 
 
 def load(url: str, clients: int, chars: int) -> dict:
