@@ -109,7 +109,7 @@ def create_app(model: Model, name: str, limits: Limits = Limits()) -> Starlette:
         server.engine.start()
         yield
         server.closing = True
-        server.engine.close()
+        await server.engine.close()
         server.primer.shutdown(wait=False, cancel_futures=True)
 
     def route(handler, methods):
@@ -284,22 +284,17 @@ async def _start(server: Server, c: Completion):
         start = functools.partial(start_lanes, server.model, prompt, c.max_tokens, num_samples=c.n,
                                   seed=(c.seed + k * c.n) % SEED_LIMIT, stop=c.stop, top=c.logprobs, **c.sampling)
         primed.append(await loop.run_in_executor(server.primer, start))
-    jobs = [Job(lanes, logits, state, functools.partial(_post, loop, server, events, left, k), deadline=deadline)
+    jobs = [Job(lanes, logits, state, functools.partial(_arrive, server, events, left, k), deadline=deadline)
             for k, (lanes, logits, state) in enumerate(primed)]
     for job in jobs:
         server.engine.submit(job)
     return jobs, events
 
 
-def _post(loop, server: Server, events: asyncio.Queue, left: list, k: int, pieces, records) -> None:
-    """From the batch's thread: an event of job k, handed to the request's loop."""
-    with contextlib.suppress(RuntimeError):  # the loop has closed (the server stopped): nobody is waiting
-        loop.call_soon_threadsafe(_arrive, server, events, left, (k, pieces, records))
-
-
-def _arrive(server: Server, events: asyncio.Queue, left: list, event) -> None:
-    events.put_nowait(event)
-    if event[1] is None:
+def _arrive(server: Server, events: asyncio.Queue, left: list, k: int, pieces, records) -> None:
+    """An event of job k, from the batch: the request's stream takes it from its queue."""
+    events.put_nowait((k, pieces, records))
+    if pieces is None:
         left[0] -= 1
         if left[0] == 0:
             server.in_flight -= 1
@@ -378,10 +373,23 @@ def _usage(c: Completion, generated: int) -> dict:
     return {"prompt_tokens": prompt_chars, "completion_tokens": generated, "total_tokens": prompt_chars + generated}
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder, not one per call as json.dumps(..., ensure_ascii=False) makes
+
+
+def _chunk_template(meta: dict):
+    """chunk(index, text, logprobs, reason): one SSE event of OpenAI's completion chunk, the same bytes as
+    json.dumps of the whole object, with the fields that never change within a request serialised once
+    (a stream sends one of these per character)."""
+    head = "data: " + _JSON.encode(meta)[:-1] + ', "choices": [{"text": '
+
+    def chunk(index: int, text: str, logprobs, reason) -> str:
+        return (f'{head}{_JSON.encode(text)}, "index": {index}, "logprobs": {_JSON.encode(logprobs)},'
+                f' "finish_reason": {_JSON.encode(reason)}}}]}}\n\n')
+    return chunk
+
+
 async def _sse(server: Server, c: Completion, meta: dict, jobs, events):
-    def chunk(index, text, logprobs, reason):
-        data = {**meta, "choices": [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": reason}]}
-        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+    chunk = _chunk_template(meta)
     try:
         if c.echo:
             for k, prompt in enumerate(c.prompts):

@@ -1,16 +1,21 @@
-"""The continuous batch: every active request's lanes stepped through the model as one batch, on one thread.
+"""The continuous batch: every active request's lanes stepped through the model as one batch, on the server's event loop.
 
 Each request's lanes are the runtime's own (runtime.generate.Lanes, started by start_lanes with
 the prompt fed); onnxruntime gives each lane of a batch the same logits as that lane alone, so a
 request's text does not depend on what else is in the batch: it is what charlstm-sample prints.
+
+The draws and the hand-over to each request run on the event loop itself, and only the model's
+step (which releases the GIL) on a thread of its own: while the model steps, the loop sends the
+characters just drawn. One interpreter thread does all the Python work, so the batch and
+the HTTP side never wait on each other for the GIL or wake each other through the loop's pipe.
 """
 
+import asyncio
 import collections
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,16 +30,16 @@ BACKLOG = 256  # draws a job may run ahead of its reader
 @dataclass(eq=False)
 class Job:
     """One text's lanes in the batch: the logits they draw from next (B, V), their state
-    (L, B, H), and `deliver(pieces, records)`, called on the batch's thread after each draw with
+    (L, B, H), and `deliver(pieces, records)`, called on the event loop after each draw with
     each lane's new text, and once more with None when the job has left the batch."""
 
     lanes: Lanes
     logits: np.ndarray
     state: State
     deliver: Callable[[list[str] | None, list | None], None]
-    cancelled: bool = False  # set from any thread: the job leaves at the next step
+    cancelled: bool = False  # the job leaves at the next step
     deadline: float = math.inf  # time.monotonic() by which it leaves, done or not
-    delivered: int = 0  # draws handed to `deliver` (written by the batch's thread only)
+    delivered: int = 0  # draws handed to `deliver` (written by the engine only)
     taken: int = 0  # draws its reader has taken (written by the reader only)
 
     @property
@@ -50,7 +55,7 @@ class Job:
 
 @dataclass
 class Metrics:
-    """What /metrics reports, written by the batch's thread."""
+    """What /metrics reports, written by the engine."""
 
     steps: int = 0
     step_seconds: float = 0.0
@@ -61,50 +66,52 @@ class Metrics:
 
 class Engine:
     """Runs jobs as one batch until each is done or cancelled; at most `max_lanes` lanes at once,
-    the others wait in order of arrival."""
+    the others wait in order of arrival. Every method is called on the event loop that started it."""
 
     def __init__(self, model: Model, max_lanes: int):
         self.model, self.max_lanes = model, max_lanes
         self.metrics = Metrics()
-        self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._waiting: collections.deque[Job] = collections.deque()
         self._jobs: list[Job] = []
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="charlstm-batch", daemon=True)
+        self._closing = False
+        self._arrived = asyncio.Event()
+        self._stepper = ThreadPoolExecutor(1, "charlstm-step")  # the model's step, off the loop
+        self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    def close(self) -> None:
-        """End every job (each gets its None) and stop the thread."""
-        self._closing.set()
-        self._thread.join()
+    async def close(self) -> None:
+        """End every job (each gets its None) and stop."""
+        self._closing = True
+        self._arrived.set()
+        await self._task
+        self._stepper.shutdown()
 
     def submit(self, job: Job) -> None:
-        self._inbox.put(job)
+        self._waiting.append(job)
+        self._arrived.set()
 
     def cancel_all(self) -> None:
-        """Every job in hand leaves at the next step (from any thread)."""
+        """Every job in hand leaves at the next step."""
         for job in [*self._jobs, *self._waiting]:
             job.cancelled = True
 
-    def _loop(self) -> None:
+    async def _loop(self) -> None:
         try:
-            while not self._closing.is_set():
-                self._admit(wait=not self._jobs)
+            while not self._closing:
+                self._admit()
                 if self._jobs:
-                    self._step()
+                    await self._step()
+                else:
+                    self._arrived.clear()
+                    await self._arrived.wait()
         finally:
-            for job in [*self._jobs, *self._waiting, *_drain(self._inbox)]:
+            for job in [*self._jobs, *self._waiting]:
                 job.deliver(None, None)
 
-    def _admit(self, wait: bool) -> None:
-        """New jobs join the waiting line; those that fit join the batch."""
-        try:
-            self._waiting.append(self._inbox.get(timeout=0.05) if wait else self._inbox.get_nowait())
-        except queue.Empty:
-            pass
-        self._waiting.extend(_drain(self._inbox))
+    def _admit(self) -> None:
+        """Waiting jobs that were cancelled or are past their deadline leave; those that fit join the batch."""
         now = time.monotonic()
         for job in [j for j in self._waiting if j.cancelled or now > j.deadline]:
             self._waiting.remove(job)
@@ -116,7 +123,7 @@ class Engine:
             used += job.width
         self.metrics.active_lanes, self.metrics.waiting = used, len(self._waiting)
 
-    def _step(self) -> None:
+    async def _step(self) -> None:
         """Each job draws from its logits; those still going take one step of the model together."""
         going, tokens, now, paused = [], [], time.monotonic(), []
         for job in self._jobs:
@@ -139,12 +146,13 @@ class Engine:
         self._jobs = going + paused
         self.metrics.active_lanes = sum(j.width for j in self._jobs)
         if not going:
-            time.sleep(0.001 if paused else 0)  # every job waits for its reader
+            await asyncio.sleep(0.001 if paused else 0)  # every job waits for its reader
             return
         state = State(np.concatenate([j.state.h for j in going], axis=1), np.concatenate([j.state.c for j in going], axis=1))
         started = time.perf_counter()
         try:
-            logits, state = self.model._step(np.concatenate(tokens), state)  # (B, V), (L, B, H)
+            step = self._stepper, self.model._step, np.concatenate(tokens), state
+            logits, state = await asyncio.get_running_loop().run_in_executor(*step)  # (B, V), (L, B, H)
         except Exception:  # a model that fails mid-text (non-finite logits): its jobs end, the server stays
             for job in going:
                 job.cancelled = True
@@ -157,11 +165,3 @@ class Engine:
             job.logits, job.state = logits[lanes], State(state.h[:, lanes], state.c[:, lanes])
             at += job.width
 
-
-def _drain(inbox: queue.SimpleQueue) -> list:
-    out = []
-    while True:
-        try:
-            out.append(inbox.get_nowait())
-        except queue.Empty:
-            return out

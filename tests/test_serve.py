@@ -120,6 +120,23 @@ def test_many_concurrent_clients_each_get_their_own_text(tiny):
         assert all(pool.map(one, range(32)))
 
 
+def test_each_streamed_chunk_is_the_json_of_openais_object(tiny):
+    """The chunks are formatted from a template (a stream sends one per character): each line is
+    byte for byte json.dumps of the object it parses to, logprobs and finish reasons included."""
+    body = {"prompt": "ab", "max_tokens": 30, "seed": 4, "stream": True, "logprobs": 2, "stop": ["fa"], "n": 2}
+    lines = [line for line in httpx.post(f"{tiny.url}/v1/completions", json=body).text.split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    for line, chunk in zip(lines, chunks):
+        assert line == f"data: {json.dumps(chunk, ensure_ascii=False)}", line
+    whole = tiny.client.completions.create(model="tiny", prompt="ab", max_tokens=30, seed=4, n=2, stop=["fa"])
+    for choice in whole.choices:
+        mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == choice.index]
+        assert "".join(c["text"] for c in mine) == choice.text
+        assert [c["finish_reason"] for c in mine if c["finish_reason"]] == [choice.finish_reason]
+        assert sum((c["logprobs"]["tokens"] for c in mine if c["logprobs"]), []) == list(choice.text)
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"prompt": "abc", "top_k": 0}, 400, "top-k must be at least 1"),
     ({"prompt": "xyz"}, 400, "text has 3 characters not in the model's vocabulary: 'x', 'y', 'z'"),
