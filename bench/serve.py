@@ -1,20 +1,26 @@
 """charlstm-serve under load: concurrent streaming clients against one client alone and the batch-1 runtime.
 
-    python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000] [--threads N]
+    python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000] [--threads N] [--client light|httpx]
 
 Starts `charlstm-serve` on the default model (--max-batch 128) in its own process. For each
-count of clients, that many threads each stream one completion of --chars characters at once
+count of clients, that many clients each stream one completion of --chars characters at once
 (mixed seeds and options: plain, top-p, top-k with a penalty, min-p), and the table gives the
 aggregate characters per second, each client's, and the p50/p99 time to the first character and
 between characters; ratios against one client alone and against the batch-1 runtime's
 generate() (in this process) measured in the same run. Targets: 32 clients >= 4x one client's
 aggregate, p99 time to the first character at 32 clients under 1 s.
 
+The clients share the server's machine, so they are made light: all of them on one asyncio loop
+in this process, each a plain HTTP/1.1 connection whose chunked server-sent events are decoded by
+hand (`--client httpx` gives each its own thread and httpx instead, as an application would, at
+several times the CPU per character: on two cores that CPU is taken from the server).
+
 --soak N then sends N requests (a quarter streamed and dropped after a few characters, a tenth
 bad) and prints the server's resident memory after each tenth of them: it should stay flat.
 """
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -58,20 +64,56 @@ def one_client(url: str, i: int, chars: int) -> dict:
     return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
 
 
-def load(url: str, clients: int, chars: int) -> dict:
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        runs = list(pool.map(lambda i: one_client(url, i, chars), range(clients)))
-    wall = time.perf_counter() - start
+async def light_client(port: int, i: int, chars: int) -> dict:
+    """one_client's measurement over a bare connection: the request written by hand, the chunked
+    reply decoded as it comes, each event's JSON parsed for its text."""
+    body = json.dumps({"prompt": "\n", "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]})
+    start, times, received = time.perf_counter(), [], 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n{body}".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200") or b"transfer-encoding: chunked" not in head.lower():
+        raise SystemExit(f"unexpected reply: {head[:200]!r}")
+    pending = b""
+    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):  # one HTTP chunk: one or more events
+        pending += (await reader.readexactly(size + 2))[:-2]
+        *events, pending = pending.split(b"\n\n")
+        for event in events:
+            if event.startswith(b"data: {") and (text := json.loads(event[6:])["choices"][0]["text"]):
+                times.append(time.perf_counter() - start)
+                received += len(text)
+    writer.close()
+    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
+
+
+def load(port: int, clients: int, chars: int, client: str) -> dict:
+    """One round of `clients` at once; "clients_cpu" is the clients' CPU time over the wall time (1 = a core)."""
+    async def everyone():
+        return await asyncio.gather(*(light_client(port, i, chars) for i in range(clients)))
+    start, cpu = time.perf_counter(), time.process_time()
+    if client == "httpx":
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            runs = list(pool.map(lambda i: one_client(f"http://127.0.0.1:{port}", i, chars), range(clients)))
+    else:
+        runs = asyncio.run(everyone())
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     gaps = sorted(g for r in runs for g in r["gaps"])
     firsts = sorted(r["first"] for r in runs)
     return {"clients": clients, "aggregate": sum(r["n"] for r in runs) / wall,
             "per_client": statistics.median(r["n"] / r["total"] for r in runs),
-            "first_p50": _pct(firsts, 50), "first_p99": _pct(firsts, 99), "gap_p50": _pct(gaps, 50), "gap_p99": _pct(gaps, 99)}
+            "first_p50": _pct(firsts, 50), "first_p99": _pct(firsts, 99), "gap_p50": _pct(gaps, 50), "gap_p99": _pct(gaps, 99),
+            "clients_cpu": cpu / wall, "wall": wall}
 
 
 def _pct(values: list, p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -105,6 +147,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=300)
     parser.add_argument("--soak", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="the server's onnxruntime threads [default: its own]")
+    parser.add_argument("--client", choices=("light", "httpx"), default="light",
+                        help="light: every client on one asyncio loop over bare HTTP/1.1; httpx: a thread and httpx each")
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,15 +160,21 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(model, "\n", args.chars, seed=0)
         runtime = args.chars / (time.perf_counter() - t0)
-        rows = [load(url, int(c), args.chars) for c in args.clients.split(",")]
+        rows = []
+        for clients in map(int, args.clients.split(",")):
+            before = cpu_seconds(server.pid)
+            rows.append(load(port, clients, args.chars, args.client))
+            rows[-1]["server_cpu"] = (cpu_seconds(server.pid) - before) / rows[-1]["wall"]
         alone = next((r["aggregate"] for r in rows if r["clients"] == 1), rows[0]["aggregate"])
-        print(f"default model, {args.chars} characters per client, streamed; batch-1 runtime: {runtime:,.0f} chars/s\n")
+        print(f"default model, {args.chars} characters per client, streamed ({args.client} clients);"
+              f" batch-1 runtime: {runtime:,.0f} chars/s\n")
         print(f"{'clients':>7} {'chars/s':>9} {'vs 1 client':>11} {'vs runtime':>10} {'per client':>10}"
-              f" {'first p50':>9} {'first p99':>9} {'gap p50':>8} {'gap p99':>8}")
+              f" {'first p50':>9} {'first p99':>9} {'gap p50':>8} {'gap p99':>8} {'server cpu':>10} {'clients cpu':>11}")
         for r in rows:
             print(f"{r['clients']:>7} {r['aggregate']:>9,.0f} {r['aggregate'] / alone:>10.2f}x {r['aggregate'] / runtime:>9.2f}x"
                   f" {r['per_client']:>10,.0f} {r['first_p50']:>8.3f}s {r['first_p99']:>8.3f}s"
-                  f" {1000 * r['gap_p50']:>6.1f}ms {1000 * r['gap_p99']:>6.1f}ms")
+                  f" {1000 * r['gap_p50']:>6.1f}ms {1000 * r['gap_p99']:>6.1f}ms"
+                  f" {100 * r['server_cpu']:>9.0f}% {100 * r['clients_cpu']:>10.0f}%")
         at32 = next((r for r in rows if r["clients"] == 32), None)
         if at32:
             print(f"\n32 clients >= 4x one: {'met' if at32['aggregate'] >= 4 * alone else 'NOT MET'}"
