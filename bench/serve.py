@@ -1,6 +1,7 @@
 """charlstm-serve under load: concurrent streaming clients against one client alone and the batch-1 runtime.
 
     python bench/serve.py [--clients 1,8,32,128] [--chars 300] [--soak 10000] [--threads N] [--client light|httpx]
+                          [--long-prompt 4096]
 
 Starts `charlstm-serve` on the default model (--max-batch 128) in its own process. For each
 count of clients, that many clients each stream one completion of --chars characters at once
@@ -14,6 +15,10 @@ The clients share the server's machine, so they are made light: all of them on o
 in this process, each a plain HTTP/1.1 connection whose chunked server-sent events are decoded by
 hand (`--client httpx` gives each its own thread and httpx instead, as an application would, at
 several times the CPU per character: on two cores that CPU is taken from the server).
+
+With 32 in --clients, one more round: 32 streams joined by a request with a --long-prompt
+(4,096 characters, the server's default limit), which the server feeds off the batch's way: the
+others' longest gap between two characters says how long it holds them up.
 
 --soak N then sends N requests (a quarter streamed and dropped after a few characters, a tenth
 bad) and prints the server's resident memory after each tenth of them: it should stay flat.
@@ -64,10 +69,10 @@ def one_client(url: str, i: int, chars: int) -> dict:
     return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
 
 
-async def light_client(port: int, i: int, chars: int) -> dict:
+async def light_client(port: int, i: int, chars: int, prompt: str = "\n") -> dict:
     """one_client's measurement over a bare connection: the request written by hand, the chunked
     reply decoded as it comes, each event's JSON parsed for its text."""
-    body = json.dumps({"prompt": "\n", "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]})
+    body = json.dumps({"prompt": prompt, "max_tokens": chars, "seed": 1000 + i, "stream": True, **OPTIONS[i % len(OPTIONS)]})
     start, times, received = time.perf_counter(), [], 0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -103,7 +108,23 @@ def load(port: int, clients: int, chars: int, client: str) -> dict:
     return {"clients": clients, "aggregate": sum(r["n"] for r in runs) / wall,
             "per_client": statistics.median(r["n"] / r["total"] for r in runs),
             "first_p50": _pct(firsts, 50), "first_p99": _pct(firsts, 99), "gap_p50": _pct(gaps, 50), "gap_p99": _pct(gaps, 99),
-            "clients_cpu": cpu / wall, "wall": wall}
+            "gap_max": gaps[-1], "clients_cpu": cpu / wall, "wall": wall}
+
+
+def long_prompt_round(port: int, clients: int, chars: int, prompt_chars: int) -> dict:
+    """`clients` streams, joined after a fifth of a second by a request with a prompt of
+    `prompt_chars` characters: how long it waits for its first character, and the others'
+    longest gap between two characters (against a round without it)."""
+    prompt = ("Monsieur, je vous dis que cela ne se peut. " * prompt_chars)[:prompt_chars]
+
+    async def late():
+        await asyncio.sleep(0.2)
+        return await light_client(port, clients, 20, prompt)
+
+    async def everyone():
+        return await asyncio.gather(*(light_client(port, i, chars) for i in range(clients)), late())
+    *runs, long = asyncio.run(everyone())
+    return {"first": long["first"], "gap_max": max(g for r in runs for g in r["gaps"])}
 
 
 def _pct(values: list, p: float) -> float:
@@ -146,6 +167,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,128")
     parser.add_argument("--chars", type=int, default=300)
     parser.add_argument("--soak", type=int, default=0)
+    parser.add_argument("--long-prompt", type=int, default=4096, help="characters of the prompt that joins 32 streams (0: none)")
     parser.add_argument("--threads", type=int, default=None, help="the server's onnxruntime threads [default: its own]")
     parser.add_argument("--client", choices=("light", "httpx"), default="light",
                         help="light: every client on one asyncio loop over bare HTTP/1.1; httpx: a thread and httpx each")
@@ -180,6 +202,11 @@ def main() -> None:
             print(f"\n32 clients >= 4x one: {'met' if at32['aggregate'] >= 4 * alone else 'NOT MET'}"
                   f" ({at32['aggregate'] / alone:.2f}x); p99 first character < 1 s:"
                   f" {'met' if at32['first_p99'] < 1 else 'NOT MET'} ({at32['first_p99']:.3f} s)")
+        if at32 and args.long_prompt:
+            joined = long_prompt_round(port, 32, args.chars, args.long_prompt)
+            print(f"a {args.long_prompt:,}-character prompt joining 32 streams: its first character after"
+                  f" {joined['first']:.3f} s; the 32's longest gap {1000 * joined['gap_max']:.1f} ms"
+                  f" ({1000 * at32['gap_max']:.1f} ms without it)")
         if args.soak:
             marks = soak(url, server.pid, args.soak)
             print("\nrequests  server RSS (MB)")
