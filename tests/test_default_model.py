@@ -57,7 +57,7 @@ def test_the_whole_held_out_tail_scores_as_the_card_says(model, validation_text)
     label = f"validation nats/char, whole split ({len(validation_text):,} characters, zero state)"
     measured = score(model, validation_text).nats_per_char
     assert measured == pytest.approx(card_figure(label), abs=2e-4)
-    assert measured < 0.994, "better than the previous default model (plain dropout: 0.9940)"
+    assert measured <= 0.95, "the default model's target (plain dropout gave 0.9940, 32 regularised epochs 0.9633)"
 
 
 def test_the_card_samples_reproduce(model):
