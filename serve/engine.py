@@ -151,6 +151,10 @@ class Engine:
         state = State(np.concatenate([j.state.h for j in going], axis=1), np.concatenate([j.state.c for j in going], axis=1))
         started = time.perf_counter()
         try:
+            # Off the loop even for one request, though that costs it two thread hand-offs: a loop
+            # that never idles hands each stream an event every turn, and anyio (Starlette's
+            # disconnect watch) cancels a task only while what it awaits is pending, so the stream
+            # of a client that has gone away would never be cancelled.
             step = self._stepper, self.model._step, np.concatenate(tokens), state
             logits, state = await asyncio.get_running_loop().run_in_executor(*step)  # (B, V), (L, B, H)
         except Exception:  # a model that fails mid-text (non-finite logits): its jobs end, the server stays
