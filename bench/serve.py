@@ -14,7 +14,7 @@ aggregate, p99 time to the first character at 32 clients under 1 s.
 The clients share the server's machine, so they are made light: all of them on one asyncio loop
 in this process, each a plain HTTP/1.1 connection whose chunked server-sent events are decoded by
 hand (`--client httpx` gives each its own thread and httpx instead, as an application would, at
-several times the CPU per character: on two cores that CPU is taken from the server).
+about ten times the CPU per character: on two cores that CPU is taken from the server).
 
 With 32 in --clients, one more round: 32 streams joined by a request with a --long-prompt
 (4,096 characters, the server's default limit), which the server feeds off the batch's way: the
@@ -66,6 +66,11 @@ def one_client(url: str, i: int, chars: int) -> dict:
             if line.startswith("data: {") and (text := json.loads(line[6:])["choices"][0]["text"]):
                 times.append(time.perf_counter() - start)
                 received += len(text)  # a chunk may carry more than one character (text held back by a stop string)
+    return _timings(times, received)
+
+
+def _timings(times: list[float], received: int) -> dict:
+    """A stream's measurement from when each piece came (seconds from the request) and the characters received."""
     return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
 
 
@@ -89,7 +94,7 @@ async def light_client(port: int, i: int, chars: int, prompt: str = "\n") -> dic
                 times.append(time.perf_counter() - start)
                 received += len(text)
     writer.close()
-    return {"first": times[0], "gaps": [b - a for a, b in zip(times, times[1:])], "total": times[-1], "n": received}
+    return _timings(times, received)
 
 
 def load(port: int, clients: int, chars: int, client: str) -> dict:

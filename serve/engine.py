@@ -6,8 +6,8 @@ request's text does not depend on what else is in the batch: it is what charlstm
 
 The draws and the hand-over to each request run on the event loop itself, and only the model's
 step (which releases the GIL) on a thread of its own: while the model steps, the loop sends the
-characters just drawn. One interpreter thread does all the Python work, so the batch and
-the HTTP side never wait on each other for the GIL or wake each other through the loop's pipe.
+characters just drawn. One thread does the Python work of both the batch and the HTTP side,
+so they never wait on each other for the GIL or wake each other through the loop's pipe.
 """
 
 import asyncio
