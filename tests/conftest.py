@@ -2,6 +2,7 @@
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,13 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
     from charlstm.export import export
 
     return export(tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.onnx").path
+
+
+def answer_ctrl_c() -> None:
+    """preexec_fn of a child a test interrupts: SIGINT back to its default, for a suite run where it
+    is ignored (a shell's background job inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(prog: str, *args, env: dict | None = None, input: str | None = None, cwd=None,

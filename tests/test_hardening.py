@@ -23,7 +23,7 @@ from charlstm.core.files import atomic_write, check_writable_destination, claim
 from charlstm.export import export
 from charlstm.runtime import Model, State, generate
 from charlstm.train import Trainer, load_checkpoint, save_checkpoint
-from conftest import BIN, ROOT, TINY, TINY_RUN, assert_bad_input, edit_metadata, run_cli
+from conftest import BIN, ROOT, TINY, TINY_RUN, answer_ctrl_c, assert_bad_input, edit_metadata, run_cli
 
 SMALL = ["--hidden-size", 8, "--num-layers", 1, "--embed-dim", 4, "--seq-len", 8, "--batch-size", 4]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -360,7 +360,7 @@ def test_standard_input_that_is_not_utf8(tiny_onnx):
 def test_ctrl_c_during_several_samples_prints_what_each_had(tiny_onnx):
     proc = subprocess.Popen([str(BIN / "charlstm-sample"), str(tiny_onnx), "--prime", "ab", "-n", "2500000",
                              "--num-samples", "4", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=answer_ctrl_c)
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

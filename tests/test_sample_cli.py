@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from charlstm.runtime import Model, generate, generate_batch, lane_seeds, score
-from conftest import BIN, ROOT, assert_bad_input, blocked_env, run_cli
+from conftest import BIN, ROOT, answer_ctrl_c, assert_bad_input, blocked_env, run_cli
 
 
 def test_samples_the_same_text_as_the_api(tiny_onnx):
@@ -120,7 +120,7 @@ def test_broken_pipe_ends_quietly(tiny_onnx):
 
 def test_ctrl_c_ends_quietly_with_130(tiny_onnx):
     proc = subprocess.Popen([str(BIN / "charlstm-sample"), str(tiny_onnx), "-n", "100000000", "--seed", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=answer_ctrl_c)
     assert proc.stdout.read(100)  # it is generating
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
