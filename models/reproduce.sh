@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce models/moliere.onnx from the corpus, end to end: train, export, measure.
 # 1.5-3 hours on 2 idle CPU cores with AVX512-BF16 (90 min with AMX); a GPU takes --device cuda and minutes.
+# A CPU without AVX512-BF16 or AMX refuses --precision bf16 (one line, exit 2): fp32 trains there, in other bits
+# and several times slower (1.5k characters/s on one core of an AMD EPYC without them).
 # Interrupted (Ctrl-C, a reboot), it continues exactly where it stopped: run it again.
 #   bash models/reproduce.sh [CORPUS] [OUTPUT_FOLDER]
 set -euo pipefail

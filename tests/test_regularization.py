@@ -10,7 +10,8 @@ import torch
 from charlstm.core.errors import BadInput, Note
 from charlstm.export import export
 from charlstm.train import Interrupted, Trainer, load_checkpoint
-from charlstm.train.config import ModelConfig, TrainOptions
+from charlstm.train.config import BEFORE_REGULARIZATION, DROPOUTS, ModelConfig, TrainOptions
+from charlstm.train.loop import supports
 from charlstm.train.model import CharLSTM, Regularization, _locked
 from conftest import TINY, TINY_RUN, assert_bad_input, run_cli, train_tiny
 
@@ -64,6 +65,55 @@ def test_options_are_checked():
                 TrainOptions(**{name: bad})
 
 
+def test_a_run_shorter_than_regularization_epochs_scales_the_dropouts(tiny_corpus):
+    epoch = Trainer(tiny_corpus, TINY, TINY_RUN).lanes.chunks_per_epoch  # steps
+    for steps, full_at, scale in ((epoch, 4, 0.25), (3 * epoch, 4, 0.75), (4 * epoch, 4, 1.0), (8 * epoch, 4, 1.0),
+                                  (epoch, 0, 1.0)):
+        trainer = Trainer(tiny_corpus, TINY, {**TINY_RUN, **AWD, "max_steps": steps, "epochs": 100,
+                                              "regularization_epochs": full_at})
+        assert trainer.regularization_scale == scale
+        assert trainer.model.regularization == Regularization(*(AWD[name] * scale for name in DROPOUTS))
+    for bad in (-1, float("nan"), float("inf"), True, "4"):
+        with pytest.raises(BadInput, match="--regularization-epochs must be from 0"):
+            TrainOptions(regularization_epochs=bad)
+
+
+def test_scaled_dropouts_train_as_the_same_dropouts_given_scaled(tiny_corpus, tmp_path):
+    """Half the planned epochs: the run is bit for bit the one given half of each strength
+    (halving is exact in binary), and ema is not scaled."""
+    epoch = Trainer(tiny_corpus, TINY, TINY_RUN).lanes.chunks_per_epoch
+    run = {"max_steps": epoch, "epochs": 100, "eval_every": epoch}
+    scaled = train_tiny(tiny_corpus, tmp_path / "a.pt", train_args={**run, **AWD, "regularization_epochs": 2})
+    halved = train_tiny(tiny_corpus, tmp_path / "b.pt",
+                        train_args={**run, **AWD, **{name: AWD[name] / 2 for name in DROPOUTS}})
+    a, b = load_checkpoint(scaled.latest), load_checkpoint(halved.latest)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not torch.equal(a.state_dict["lstm.weight_hh_l0"], load_checkpoint(
+        train_tiny(tiny_corpus, tmp_path / "c.pt", train_args={**run, **AWD}).latest).state_dict["lstm.weight_hh_l0"])
+
+
+def test_a_scaled_run_averages_over_fewer_steps(tiny_corpus, tmp_path):
+    """s (10 + n) under 9 steps: no average at all, the validated weights are the trained ones;
+    at s = 1 the average is the usual one (test_validation_and_the_best_checkpoint_use_the_average)."""
+    run = {**AWD, "max_steps": 12, "eval_every": 12, "regularization_epochs": 1e6}
+    result = train_tiny(tiny_corpus, tmp_path / "m.pt", train_args=run)
+    best, last = load_checkpoint(result.best), load_checkpoint(result.latest)
+    assert all(torch.equal(best.state_dict[k], last.state_dict[k]) for k in best.state_dict)
+
+
+def test_bf16_trains_only_where_the_machine_has_it(tiny_corpus, tmp_path):
+    """On a CPU without AVX512-BF16 or AMX, oneDNN has no bfloat16 LSTM: one line and exit 2,
+    before any work, not a traceback from the first step."""
+    proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", "--hidden-size", 16, "--num-layers", 1,
+                   "--embed-dim", 8, "--seq-len", 16, "--batch-size", 8, "--max-steps", 2, "--precision", "bf16",
+                   "--threads", 1, "--no-progress")
+    if supports("bf16", torch.device("cpu")):
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert_bad_input(proc, "--precision bf16", "use --precision fp32")
+        assert not (tmp_path / "m.last.pt").exists()
+
+
 def test_validation_and_the_best_checkpoint_use_the_average(tiny_corpus, tmp_path):
     result = train_tiny(tiny_corpus, tmp_path / "m.pt", train_args={**AWD, "max_steps": 12, "eval_every": 12})
     best, last = load_checkpoint(result.best), load_checkpoint(result.latest)
@@ -102,7 +152,7 @@ def test_a_checkpoint_from_before_resumes_with_its_own_recipe(tiny_corpus, tmp_p
     with pytest.raises(Interrupted) as stopped:
         trainer.run(out, progress=False, log=lambda m: m.startswith("step 10/") and os.kill(os.getpid(), signal.SIGINT))
     old = load_checkpoint(stopped.value.args[0])
-    for name in AWD:
+    for name in BEFORE_REGULARIZATION:
         del old.train.options[name]
     old.resume.average = None
     payload = old.to_dict()
@@ -141,9 +191,11 @@ def test_cli_threads_and_regularisation_flags(tiny_corpus, tmp_path):
     flags = ["--hidden-size", 16, "--num-layers", 2, "--embed-dim", 8, "--seq-len", 16, "--batch-size", 8,
              "--max-steps", 6]
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", *flags, "--threads", 1,
-                   "--weight-drop", 0.3, "--hidden-dropout", 0.2, "--ema", 0.99)
+                   "--weight-drop", 0.3, "--hidden-dropout", 0.2, "--ema", 0.99, "--regularization-epochs", 1e4)
     assert proc.returncode == 0 and "(1 thread);" in proc.stderr, proc.stderr
+    assert "; dropouts x " in proc.stderr and "--regularization-epochs 10000)" in proc.stderr, proc.stderr
     options = load_checkpoint(tmp_path / "m.pt").train.options
     assert (options["weight_drop"], options["hidden_dropout"], options["ema"]) == (0.3, 0.2, 0.99)
+    assert options["regularization_epochs"] == 1e4
     assert_bad_input(run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "x.pt", "--weight-drop", 1), "[0, 1)")
     assert_bad_input(run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "x.pt", "--threads", 0), "--threads")

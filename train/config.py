@@ -10,7 +10,8 @@ from charlstm.core.errors import BadInput
 
 SEED_LIMIT = 1 << 32  # training seeds are 0 .. 2^32 - 1
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_drop")
-BEFORE_REGULARIZATION = {name: 0.0 for name in (*DROPOUTS, "ema")}
+BEFORE_REGULARIZATION = {name: 0.0 for name in (*DROPOUTS, "ema", "regularization_epochs")}
+MAX_REGULARIZATION_EPOCHS = 1e6
 MAX_CHUNK = 1 << 24  # characters of one training step (lanes x chunk length); 64 x 128 by default
 
 
@@ -90,6 +91,9 @@ class TrainOptions(_AsDict):
     output_dropout: float = 0.0  # locked dropout on the last LSTM output
     weight_drop: float = 0.0  # DropConnect on the recurrent matrices weight_hh
     ema: float = 0.0  # decay of the exponential moving average of the weights that validations use; 0: none
+    # A run planned for fewer epochs than this trains with the five dropouts above scaled by
+    # planned epochs / regularization_epochs (a short run over-fits less); 0: always as given.
+    regularization_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs", "max_steps", "eval_every"):
@@ -112,6 +116,14 @@ class TrainOptions(_AsDict):
             value = getattr(self, name)
             _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
                      f"--{name.replace('_', '-')} must be in [0, 1), not {value!r}")
+        e = self.regularization_epochs
+        _require(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 <= e <= MAX_REGULARIZATION_EPOCHS,
+                 f"--regularization-epochs must be from 0 to {MAX_REGULARIZATION_EPOCHS:g}, not {e!r}")
+
+    def regularization_scale(self, planned_epochs: float) -> float:
+        """What the dropouts are multiplied by in a run planned for `planned_epochs`."""
+        e = self.regularization_epochs
+        return min(1.0, planned_epochs / e) if e else 1.0
 
     @classmethod
     def stored(cls, d: dict) -> dict:

@@ -35,6 +35,20 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     return loss.item(), (state[0].detach().float(), state[1].detach().float())
 
 
+def supports(precision: str, device: torch.device) -> bool:
+    """Whether an LSTM trains under `precision` on `device`: oneDNN has no bfloat16 LSTM on
+    CPUs without AVX512-BF16 or AMX, and says so only once the first step runs."""
+    if precision != "bf16":
+        return True
+    lstm = torch.nn.LSTM(2, 2).to(device)
+    try:
+        with torch.autocast(device.type, torch.bfloat16):
+            lstm(torch.zeros(2, 1, 2, device=device))[0].float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, lanes: ValLanes, device: torch.device, chunk: int = 512) -> tuple[float, int]:
     """The summed cross-entropy (nats) and the number of characters predicted over validation

@@ -18,7 +18,7 @@ from charlstm.core.errors import BadInput, Note
 from charlstm.core.files import claim
 from charlstm.train import checkpoint, loop, threads
 from charlstm.train.checkpoint import Checkpoint, Record, Resume
-from charlstm.train.config import ModelConfig, TrainOptions
+from charlstm.train.config import DROPOUTS, ModelConfig, TrainOptions
 from charlstm.train.data import Corpus, Lanes, ValLanes
 from charlstm.train.distributed import Ranks, from_environment, pick_device
 from charlstm.train.model import CharLSTM, Regularization
@@ -79,6 +79,11 @@ class Trainer:
             train_args = _merge("training option", train_args, TrainOptions.stored(ckpt.train.options))
         self.options = TrainOptions(**train_args)
         o = self.options
+        if not loop.supports(o.precision, self.device):
+            raise BadInput(f"--precision {o.precision}: this machine's {self.device.type} cannot train an LSTM in it"
+                           f" (bfloat16 needs AVX512-BF16 or AMX on a CPU); "
+                           + ("the run was started in it, so it continues only on a machine that has it" if ckpt
+                              else "use --precision fp32"))
         self.corpus = self._main_first(lambda: Corpus.load(corpus_path, o.val_fraction, o.normalize_newlines, cache_dir))
         if ckpt:
             self._check_same_corpus(ckpt)
@@ -90,9 +95,10 @@ class Trainer:
         if o.max_steps is not None:
             self.total_steps = min(self.total_steps, o.max_steps)
 
+        self.regularization_scale = o.regularization_scale(self.total_steps / self.lanes.chunks_per_epoch)
         torch.manual_seed(o.seed)
-        self.model = CharLSTM(self.config, Regularization(o.embed_dropout, o.input_dropout, o.hidden_dropout,
-                                                          o.output_dropout, o.weight_drop)).to(self.device)
+        self.model = CharLSTM(self.config, Regularization(
+            *(getattr(o, name) * self.regularization_scale for name in DROPOUTS))).to(self.device)
         self.net = self.model if self.ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.ranks.world > 1:  # each rank its own dropout masks
@@ -171,9 +177,12 @@ class Trainer:
     @torch.no_grad()
     def _update_average(self) -> None:
         """The exponential moving average of the weights, its decay ramped up over the first
-        steps ((1 + n) / (10 + n), at most --ema) so that early validations are not of the
-        initial weights."""
-        decay = min(self.options.ema, (1 + self.step_no) / (10 + self.step_no))
+        steps ((1 + n) / (10 + n), at most --ema: an average over the last n / 9 steps or so) so
+        that early validations are not of the initial weights. A run that --regularization-epochs
+        scales averages over that many times fewer steps ((s (10 + n) - 9) / (s (10 + n)), at
+        least 0; the same bits at s = 1): while the loss still falls fast, an average lags it."""
+        span = self.regularization_scale * (10 + self.step_no)
+        decay = min(self.options.ema, max(0.0, (span - 9) / span))
         for average, p in zip(self.average, self.model.parameters()):
             average.lerp_(p, 1 - decay)
 
