@@ -1,6 +1,6 @@
 """Today's training recipe against the regularised one: held-out nats/char for the same wall-clock budget, on the real corpus.
 
-    python bench/recipe.py [CORPUS] [--budgets 10,60] [--sizes default,small] [--threads 1]
+    python bench/recipe.py [CORPUS] [--budgets 10,60] [--sizes default,small] [--threads 1] [--precision bf16]
 
 For each model size and budget (minutes of training on this machine) both recipes train with
 charlstm-train, their step count set so that the learning-rate schedule ends with the budget
@@ -9,7 +9,10 @@ most a tenth of the budget). With two or more free
 cores the two recipes run side by side, one thread each, so that they share the machine
 alike; otherwise (or with --back-to-back) one after the other. Prints, per size and budget, each recipe's best held-out
 loss (the trainer's validation) and throughput, and the ratio new / today; writes
-bench/results/recipe.json and the validation curves to bench/results/recipe.png.
+bench/results/recipe.json and the validation curves to bench/results/recipe.png. "new" is the
+default model's flags with --regularization-epochs 32: a budget of fewer epochs trains with
+its dropouts scaled down. Both train in bf16 where this machine can (train.loop.supports),
+else in fp32.
 """
 
 import argparse
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from charlstm.train.loop import supports
 from shared_corpus import MOLIERE
 
 HERE = Path(__file__).resolve().parent
@@ -29,17 +33,17 @@ BIN = Path(sys.executable).parent
 SIZES = {"default": ["--hidden-size", "512", "--num-layers", "3", "--embed-dim", "64"],
          "small": ["--hidden-size", "256", "--num-layers", "2", "--embed-dim", "64"]}
 CALIBRATION = 20  # steps of the short calibration run
-COMMON = ["--precision", "bf16", "--no-progress"]
 RECIPES = {
     "today": ["--dropout", "0.3"],
     "new": ["--dropout", "0", "--input-dropout", "0.1", "--hidden-dropout", "0.25", "--output-dropout", "0.2",
-            "--weight-drop", "0.4", "--ema", "0.999"],
+            "--weight-drop", "0.4", "--ema", "0.999", "--regularization-epochs", "32"],
 }
 
 
-def train(corpus: Path, out: Path, size: str, recipe: str, threads: int, steps: int, evals: int = 20):
-    command = [BIN / "charlstm-train", corpus, "-o", out, *SIZES[size], *COMMON, *RECIPES[recipe],
-               "--threads", threads, "--max-steps", steps, "--epochs", 1000, "--eval-every", max(1, steps // evals)]
+def train(corpus: Path, out: Path, size: str, recipe: str, machine: list, steps: int, evals: int = 20):
+    """`machine`: the flags that say how to use this machine (threads, precision), the same for both recipes."""
+    command = [BIN / "charlstm-train", corpus, "-o", out, *SIZES[size], *RECIPES[recipe], *machine,
+               "--no-progress", "--max-steps", steps, "--epochs", 1000, "--eval-every", max(1, steps // evals)]
     return subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -53,14 +57,14 @@ def finish(proc: subprocess.Popen, out: Path) -> dict:
             "best_val": min(h["val_loss"] for h in history), "history": history, "steps": steps}
 
 
-def run_pair(corpus, folder, size, threads, plans, side_by_side) -> dict:
+def run_pair(corpus, folder, size, machine, plans, side_by_side) -> dict:
     """Both recipes, each with its (steps, validations); their results by recipe."""
     procs = {}
     results = {}
     for recipe in RECIPES:
         steps, evals = plans[recipe]
         out = folder / f"{size}-{recipe}-{steps}.pt"
-        procs[recipe] = (train(corpus, out, size, recipe, threads, steps, evals), out)
+        procs[recipe] = (train(corpus, out, size, recipe, machine, steps, evals), out)
         if not side_by_side:
             results[recipe] = finish(*procs[recipe])
     for recipe, (proc, out) in procs.items():
@@ -75,20 +79,25 @@ def main() -> None:
     parser.add_argument("--budgets", default="10,60", help="minutes of training, comma-separated")
     parser.add_argument("--sizes", default="default,small")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where this machine trains in it")
     parser.add_argument("--back-to-back", action="store_true", help="one recipe at a time, even with cores to spare")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recipe.json")
     args = parser.parse_args()
     side_by_side = not args.back_to_back and len(os.sched_getaffinity(0)) >= 2 * args.threads
+    precision = args.precision or ("bf16" if supports("bf16", torch.device("cpu")) else "fp32")
+    machine = ["--threads", args.threads, "--precision", precision]
+    print(f"{precision}, {args.threads} thread(s) per recipe, " + ("side by side" if side_by_side else "back to back"),
+          flush=True)
     rows, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for size in args.sizes.split(","):
-            short, long = (run_pair(args.corpus, folder, size, args.threads, {r: (n, 1) for r in RECIPES}, side_by_side)
+            short, long = (run_pair(args.corpus, folder, size, machine, {r: (n, 1) for r in RECIPES}, side_by_side)
                            for n in (CALIBRATION, 2 * CALIBRATION))
             for budget in map(float, args.budgets.split(",")):
                 plans = {r: _plan(budget * 60, short[r]["seconds"], long[r]["seconds"]) for r in RECIPES}
-                results = run_pair(args.corpus, folder, size, args.threads, plans, side_by_side)
-                rows.append({"size": size, "budget_min": budget, "threads": args.threads,
+                results = run_pair(args.corpus, folder, size, machine, plans, side_by_side)
+                rows.append({"size": size, "budget_min": budget, "threads": args.threads, "precision": precision,
                              "side_by_side": side_by_side, **results})
                 today, new = results["today"], results["new"]
                 table.append(f"{size:<8} {budget:>6g} {today['steps']:>6} {today['chars_per_s']:>9,.0f}"
