@@ -122,6 +122,7 @@ def test_validation_fails_a_graph_that_gives_nan(tiny_checkpoint, tiny_onnx):
     assert "logits" in bad.failed and "FAILED" in bad.table() and " inf " in bad.table()
 
 
+@pytest.mark.slow
 def test_cli_exports_and_prints_the_validation_table(tiny_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
     proc = run_cli("charlstm-export", tiny_checkpoint, "-o", out)

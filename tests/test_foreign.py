@@ -105,6 +105,7 @@ def test_no_code_of_the_pickle_runs(models, tmp_path):
     assert (tmp_path / "ran.txt").read_text() == "code from the pickle ran"
 
 
+@pytest.mark.slow
 def test_a_foreign_model_is_first_class(models, tmp_path):
     """Prefill graph, int8 and the CLIs work on it as on a charlstm checkpoint."""
     folder, corpus, refs = models

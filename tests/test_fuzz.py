@@ -113,6 +113,7 @@ def test_prompts_of_any_unicode(model, prompt, unknown, n):
        flags=st.lists(st.sampled_from([["--greedy"], ["--top-k", "0"], ["--top-p", "2"], ["--unknown", "skip"],
                                        ["-n", "-1"], ["--temperature", "nan"], ["--stop", "a"], ["--seed", "x"]]),
                       max_size=3))
+@pytest.mark.slow
 def test_the_cli_with_any_prompt_and_flags(tiny_onnx, prompt, flags):
     args = [str(BIN / "charlstm-sample"), str(tiny_onnx), "--prime", prompt, "-n", "5", "--seed", "0"]
     proc = subprocess.run(args + [a for f in flags for a in f], capture_output=True, text=True, timeout=60)

@@ -46,6 +46,7 @@ def test_core_source_imports_the_standard_library_only():
                 assert allowed or (path.name, name) == ("clikit.py", "click"), f"{path.name} imports {name}"
 
 
+@pytest.mark.slow
 def test_training_and_export_do_not_load_onnxruntime():
     loaded = top_level_modules_after("charlstm.train", "charlstm.export", "charlstm.train.trainer",
                                      "charlstm.train.cli", "charlstm.export.cli")

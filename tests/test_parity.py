@@ -159,6 +159,7 @@ def test_score_matches_torch(trained, moliere_slice):
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(layers=st.integers(1, 3), hidden=st.integers(1, 40), embed=st.integers(1, 40), vocab=st.integers(2, 50),
        batch=st.integers(1, 5), start=st.sampled_from(["zero", "random"]), seed=st.integers(0, 2**16))
+@pytest.mark.slow
 def test_property_random_configurations(tmp_path_factory, layers, hidden, embed, vocab, batch, start, seed):
     model = CharLSTM(ModelConfig(vocab, embed, hidden, layers, 0.0))
     torch.manual_seed(seed)

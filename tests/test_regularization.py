@@ -78,6 +78,7 @@ def test_a_run_shorter_than_regularization_epochs_scales_the_dropouts(tiny_corpu
             TrainOptions(regularization_epochs=bad)
 
 
+@pytest.mark.slow
 def test_scaled_dropouts_train_as_the_same_dropouts_given_scaled(tiny_corpus, tmp_path):
     """Half the planned epochs: the run is bit for bit the one given half of each strength
     (halving is exact in binary), and ema is not scaled."""
@@ -101,6 +102,7 @@ def test_a_scaled_run_averages_over_fewer_steps(tiny_corpus, tmp_path):
     assert all(torch.equal(best.state_dict[k], last.state_dict[k]) for k in best.state_dict)
 
 
+@pytest.mark.slow
 def test_bf16_trains_only_where_the_machine_has_it(tiny_corpus, tmp_path):
     """On a CPU without AVX512-BF16 or AMX, oneDNN has no bfloat16 LSTM: one line and exit 2,
     before any work, not a traceback from the first step."""

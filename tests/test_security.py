@@ -131,6 +131,7 @@ def test_a_cache_whose_ids_were_edited_is_rebuilt(tmp_path):
 
 
 # -- 3. locks and temporaries -------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_planted_lock_link_directory_or_foreign_lock_is_refused(tiny_checkpoint, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -252,6 +253,7 @@ def test_tiny_hostile_checkpoints_are_one_line_refusals_in_bounded_memory(tmp_pa
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_sizes_from_the_command_line_and_the_api_are_capped(tiny_corpus, tiny_onnx, tmp_path):
     assert_bad_input(run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", "--num-layers", 1_000_000),
                      "--num-layers must be at most 64")
@@ -270,6 +272,7 @@ def test_sizes_from_the_command_line_and_the_api_are_capped(tiny_corpus, tiny_on
             call()
 
 
+@pytest.mark.slow
 def test_a_saved_state_that_unpacks_to_gigabytes_is_refused(tmp_path):
     bomb = tmp_path / "state.npz"
     header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1, 1), np.float32))

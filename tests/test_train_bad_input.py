@@ -28,6 +28,7 @@ def test_bad_corpus(tmp_path, data, words):
     assert_bad_input(run_cli("charlstm-train", corpus_file(tmp_path, data), "-o", tmp_path / "m.pt", *SMALL), *words)
 
 
+@pytest.mark.slow
 def test_missing_corpus(tmp_path):
     assert_bad_input(run_cli("charlstm-train", tmp_path / "nope.txt", "-o", tmp_path / "m.pt"), "does not exist")
 
@@ -48,6 +49,7 @@ def test_nonsense_options(tiny_corpus, tmp_path, option, value, words):
     assert_bad_input(proc, *words)
 
 
+@pytest.mark.slow
 def test_output_folder_missing(tiny_corpus, tmp_path):
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "no" / "m.pt", *SMALL)
     assert_bad_input(proc, "does not exist")
