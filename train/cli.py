@@ -56,7 +56,8 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--ema", TrainOptions, float, "Validate and keep an exponential moving average of the weights with this"
       " decay (0: none).")
 @_opt("--regularization-epochs", TrainOptions, float, "A run planned for fewer epochs than this scales the five"
-      " dropouts above by its planned epochs / this (a short run over-fits less; 0: never).")
+      " dropouts above, and the --ema average's span, by its planned epochs / this (a short run over-fits less;"
+      " 0: never).")
 @click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
               help="Keep CR and CRLF line ends as they are. [default: read them as \\n]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -141,7 +142,7 @@ def _describe(trainer) -> None:
     cache = "reused" if corpus.rebuilt is None else f"built ({corpus.rebuilt})"
     where = f" x {ranks.world} processes" if ranks.world > 1 else ""
     scaled = (f"; dropouts x {trainer.regularization_scale:.3g} (a run of"
-              f" {trainer.total_steps / trainer.lanes.chunks_per_epoch:.3g} epochs, --regularization-epochs"
+              f" {trainer.planned_epochs:.3g} epochs, --regularization-epochs"
               f" {o.regularization_epochs:g})" if trainer.regularization_scale < 1 else "")
     click.echo(f"{plural(len(corpus.vocab), 'character')} in the vocabulary, {len(corpus.train_ids):,}"
                f" training / {len(corpus.val_ids):,} validation characters (ids {cache}: {corpus.cache});"

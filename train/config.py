@@ -91,8 +91,8 @@ class TrainOptions(_AsDict):
     output_dropout: float = 0.0  # locked dropout on the last LSTM output
     weight_drop: float = 0.0  # DropConnect on the recurrent matrices weight_hh
     ema: float = 0.0  # decay of the exponential moving average of the weights that validations use; 0: none
-    # A run planned for fewer epochs than this trains with the five dropouts above scaled by
-    # planned epochs / regularization_epochs (a short run over-fits less); 0: always as given.
+    # A run planned for fewer epochs than this trains with the five dropouts above, and the
+    # ema's span, scaled by planned epochs / regularization_epochs (a short run over-fits less); 0: never.
     regularization_epochs: float = 0.0
 
     def __post_init__(self) -> None:

@@ -95,7 +95,8 @@ class Trainer:
         if o.max_steps is not None:
             self.total_steps = min(self.total_steps, o.max_steps)
 
-        self.regularization_scale = o.regularization_scale(self.total_steps / self.lanes.chunks_per_epoch)
+        self.planned_epochs = self.total_steps / self.lanes.chunks_per_epoch
+        self.regularization_scale = o.regularization_scale(self.planned_epochs)
         torch.manual_seed(o.seed)
         self.model = CharLSTM(self.config, Regularization(
             *(getattr(o, name) * self.regularization_scale for name in DROPOUTS))).to(self.device)
