@@ -154,7 +154,7 @@ def _plot(rows: list, path: Path) -> None:
         for recipe in RECIPES:
             h = row[recipe]["history"]
             ax.plot([e["seconds"] / 60 for e in h], [e["val_loss"] for e in h],
-                    label=f"{row['size']}, {row['budget_min']:g} min, seed {row.get('seed', 0)}, {recipe}",
+                    label=f"{row['size']}, {row['budget_min']:g} min, seed {row['seed']}, {recipe}",
                     linestyle="-" if recipe == "new" else "--")
     ax.set_xlabel("minutes of training")
     ax.set_ylabel("held-out nats/char")
