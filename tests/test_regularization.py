@@ -12,7 +12,7 @@ from charlstm.export import export
 from charlstm.train import Interrupted, Trainer, load_checkpoint
 from charlstm.train.config import BEFORE_REGULARIZATION, DROPOUTS, ModelConfig, TrainOptions
 from charlstm.train.loop import supports
-from charlstm.train.model import CharLSTM, Regularization, _locked
+from charlstm.train.model import CharLSTM, Regularization, _locked, initialise
 from conftest import TINY, TINY_RUN, assert_bad_input, run_cli, train_tiny
 
 AWD = {"embed_dropout": 0.1, "input_dropout": 0.2, "hidden_dropout": 0.25, "output_dropout": 0.3,
@@ -56,6 +56,32 @@ def test_training_drops_and_evaluation_does_not():
     model.train()
     model(tokens)[0].sum().backward()
     assert model.lstm.weight_hh_l0.grad is not None and model.lstm.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_unit_gain_gives_gate_pre_activations_the_variance_of_the_input():
+    torch.manual_seed(0)
+    model = CharLSTM(CONFIG)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    initialise(model, "unit-gain")
+    for k in range(CONFIG.num_layers):
+        w = getattr(model.lstm, f"weight_ih_l{k}").detach()  # (4H, in)
+        assert w.abs().max() <= (3 / w.shape[1]) ** 0.5
+        # |row|^2 averages 1 (nn.LSTM's own: in / 3H, 0.28 here), its mean over 4H rows has std < 0.1
+        assert abs(float((w @ torch.randn(w.shape[1], 100_000)).var()) - 1) < 0.3
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {f"lstm.weight_ih_l{k}" for k in range(CONFIG.num_layers)}
+    torch.manual_seed(0)
+    plain = CharLSTM(CONFIG)
+    initialise(plain, "torch")
+    assert all(torch.equal(v, before[k]) for k, v in plain.state_dict().items()), "torch: nn.LSTM's own draw"
+
+
+def test_a_unit_gain_run_records_its_init_and_exports(tiny_corpus, tmp_path):
+    result = train_tiny(tiny_corpus, tmp_path / "m.pt", train_args={"init": "unit-gain"})
+    assert load_checkpoint(result.best).train.options["init"] == "unit-gain"
+    assert export(result.best, tmp_path / "m.onnx", steps=20).report.ok
+    with pytest.raises(BadInput, match="--init must be one of torch, unit-gain"):
+        TrainOptions(init="xavier")
 
 
 def test_options_are_checked():
@@ -193,11 +219,11 @@ def test_cli_threads_and_regularisation_flags(tiny_corpus, tmp_path):
     flags = ["--hidden-size", 16, "--num-layers", 2, "--embed-dim", 8, "--seq-len", 16, "--batch-size", 8,
              "--max-steps", 6]
     proc = run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "m.pt", *flags, "--threads", 1,
-                   "--weight-drop", 0.3, "--hidden-dropout", 0.2, "--ema", 0.99, "--regularization-epochs", 1e4)
+                   "--weight-drop", 0.3, "--hidden-dropout", 0.2, "--ema", 0.99, "--regularization-epochs", 1e4, "--init", "unit-gain")
     assert proc.returncode == 0 and "(1 thread);" in proc.stderr, proc.stderr
     assert "; dropouts x " in proc.stderr and "--regularization-epochs 10000)" in proc.stderr, proc.stderr
     options = load_checkpoint(tmp_path / "m.pt").train.options
     assert (options["weight_drop"], options["hidden_dropout"], options["ema"]) == (0.3, 0.2, 0.99)
-    assert options["regularization_epochs"] == 1e4
+    assert options["regularization_epochs"] == 1e4 and options["init"] == "unit-gain"
     assert_bad_input(run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "x.pt", "--weight-drop", 1), "[0, 1)")
     assert_bad_input(run_cli("charlstm-train", tiny_corpus, "-o", tmp_path / "x.pt", "--threads", 0), "--threads")

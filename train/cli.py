@@ -10,7 +10,7 @@ from charlstm.core import clikit, limits
 from charlstm.core.artifacts import check_train_paths, train_outputs
 from charlstm.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, plural
 from charlstm.core.files import claim
-from charlstm.train.config import SEED_LIMIT, ModelConfig, TrainOptions
+from charlstm.train.config import INITS, SEED_LIMIT, ModelConfig, TrainOptions
 
 PROG = "charlstm-train"
 EXAMPLES = """\b
@@ -58,6 +58,9 @@ def _opt(flag: str, cls, type_, help_: str, default_text: str | None = None):
 @_opt("--regularization-epochs", TrainOptions, float, "A run planned for fewer epochs than this scales the five"
       " dropouts above, and the --ema average's span, by its planned epochs / this (a short run over-fits less;"
       " 0: never).")
+@_opt("--init", TrainOptions, click.Choice(INITS), "The weights' initialisation. unit-gain:"
+      " each LSTM layer's input weights scaled so that its gates see its input at unit gain; a deep model leaves"
+      " the unigram plateau sooner.")
 @click.option("--keep-crlf", "normalize_newlines", flag_value=False, default=None,
               help="Keep CR and CRLF line ends as they are. [default: read them as \\n]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -10,7 +10,8 @@ from charlstm.core.errors import BadInput
 
 SEED_LIMIT = 1 << 32  # training seeds are 0 .. 2^32 - 1
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_drop")
-BEFORE_REGULARIZATION = {name: 0.0 for name in (*DROPOUTS, "ema", "regularization_epochs")}
+INITS = ("torch", "unit-gain")  # train/model.py's initialise
+BEFORE_REGULARIZATION = {**{name: 0.0 for name in (*DROPOUTS, "ema", "regularization_epochs")}, "init": "torch"}
 MAX_REGULARIZATION_EPOCHS = 1e6
 MAX_CHUNK = 1 << 24  # characters of one training step (lanes x chunk length); 64 x 128 by default
 
@@ -94,6 +95,7 @@ class TrainOptions(_AsDict):
     # A run planned for fewer epochs than this trains with the five dropouts above, and the
     # ema's span, scaled by planned epochs / regularization_epochs (a short run over-fits less); 0: never.
     regularization_epochs: float = 0.0
+    init: str = "torch"  # the weights' initialisation, one of INITS
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs", "max_steps", "eval_every"):
@@ -112,6 +114,7 @@ class TrainOptions(_AsDict):
         _require(self.clip > 0, "--clip must be positive")
         _require(_is_int(self.seed) and 0 <= self.seed < SEED_LIMIT, f"--seed must be from 0 to {SEED_LIMIT - 1}")
         _require(self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")
+        _require(self.init in INITS, f"--init must be one of {', '.join(INITS)}, not {self.init!r}")
         for name in (*DROPOUTS, "ema"):
             value = getattr(self, name)
             _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,

@@ -21,7 +21,7 @@ from charlstm.train.checkpoint import Checkpoint, Record, Resume
 from charlstm.train.config import DROPOUTS, ModelConfig, TrainOptions
 from charlstm.train.data import Corpus, Lanes, ValLanes
 from charlstm.train.distributed import Ranks, from_environment, pick_device
-from charlstm.train.model import CharLSTM, Regularization
+from charlstm.train.model import CharLSTM, Regularization, initialise
 
 
 CURVE_SECONDS = 10.0  # the loss curve is redrawn at most this often while a run goes on
@@ -99,7 +99,9 @@ class Trainer:
         self.regularization_scale = o.regularization_scale(self.planned_epochs)
         torch.manual_seed(o.seed)
         self.model = CharLSTM(self.config, Regularization(
-            *(getattr(o, name) * self.regularization_scale for name in DROPOUTS))).to(self.device)
+            *(getattr(o, name) * self.regularization_scale for name in DROPOUTS)))
+        initialise(self.model, o.init)
+        self.model.to(self.device)
         self.net = self.model if self.ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.ranks.world > 1:  # each rank its own dropout masks
